@@ -1,0 +1,661 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/greyhold/greyhold/whitelist"
+)
+
+// Verdict is what the MTA is told.
+type Verdict uint8
+
+// Verdicts.
+const (
+	Defer Verdict = 1 + iota // try again later (a 4xx)
+	Pass                     // go on with the other checks
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Defer:
+		return "defer"
+	case Pass:
+		return "pass"
+	}
+	return "unknown"
+}
+
+// Reason says why a verdict was given.
+type Reason uint8
+
+// Reasons, as they appear in logs, metrics and the API.
+const (
+	ReasonNew        Reason = 1 + iota // first time seen (or its entry expired): deferred
+	ReasonEarlyRetry                   // retried before the delay passed: deferred again
+	ReasonPassed                       // retried after the delay: passes, the first time
+	ReasonKnown                        // passed before: passes at once
+	ReasonClientAWL                    // the client network is auto-whitelisted
+	ReasonWhitelist                    // a whitelist rule matched
+	ReasonOverflow                     // memory bound reached and nothing evictable: fails open
+	numReasons
+)
+
+var reasonNames = [numReasons]string{
+	ReasonNew: "new", ReasonEarlyRetry: "early-retry", ReasonPassed: "passed",
+	ReasonKnown: "known", ReasonClientAWL: "client-awl", ReasonWhitelist: "whitelist",
+	ReasonOverflow: "overflow",
+}
+
+func (r Reason) String() string {
+	if r > 0 && r < numReasons {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// Reasons lists every reason, for metrics that must show zero counts too.
+func Reasons() []Reason {
+	out := make([]Reason, 0, numReasons-1)
+	for r := Reason(1); r < numReasons; r++ {
+		out = append(out, r)
+	}
+	return out
+}
+
+// Decision is the answer to one check.
+type Decision struct {
+	Verdict Verdict
+	Reason  Reason
+	// Left is, for a defer, how many seconds until a retry can pass.
+	Left uint32
+	// Delayed is, on a triplet's first pass, how many seconds it was held.
+	Delayed uint32
+	// Key is the triplet's key, for logs that must not show addresses.
+	Key uint64
+}
+
+// Request is one question: may this client send from this sender to this
+// recipient? Check does not keep the strings, so a server may point them
+// into its read buffer.
+type Request struct {
+	ClientAddr string // IP address as text, as Postfix sends client_address
+	ClientName string // reverse DNS name, or "unknown"
+	Sender     string // envelope sender; "" for bounces
+	Recipient  string // envelope recipient
+}
+
+// secretLen is the length of the hash key. Sixteen bytes are fed in front of
+// every hashed triplet: enough that files cannot be matched against a
+// dictionary of addresses, short enough to cost one xxhash stripe.
+const secretLen = 16
+
+// Engine holds greylisting state in memory and makes decisions. It does no
+// I/O: every change it makes is returned as records for the caller to log,
+// and Apply replays records into it. All methods are safe for concurrent use.
+type Engine struct {
+	opts        Options
+	p           params
+	secret      [secretLen]byte
+	shards      []shard
+	shift       uint
+	maxPerShard int
+
+	static    atomic.Pointer[whitelist.Set]
+	rules     atomic.Pointer[ruleSet]
+	rulesMu   sync.Mutex
+	ruleState map[ruleID]ruleState
+	lastStamp uint64
+
+	unknownRecords atomic.Uint64
+}
+
+// New returns an empty engine. secret keys the hash: at least 16 bytes, the
+// same for every engine whose state is to be shared.
+func New(opts Options, secret []byte) (*Engine, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("engine options: %w", err)
+	}
+	if len(secret) < secretLen {
+		return nil, fmt.Errorf("engine: hash secret of %d bytes, need %d", len(secret), secretLen)
+	}
+	e := &Engine{
+		opts:      opts,
+		p:         newParams(&opts),
+		shards:    make([]shard, opts.Shards),
+		shift:     uint(64 - bits.TrailingZeros(uint(opts.Shards))),
+		ruleState: map[ruleID]ruleState{},
+	}
+	copy(e.secret[:], secret)
+	if opts.MaxEntries > 0 {
+		e.maxPerShard = (opts.MaxEntries + opts.Shards - 1) / opts.Shards
+	}
+	for i := range e.shards {
+		e.shards[i].t.shift = uint(bits.TrailingZeros(uint(opts.Shards)))
+		e.shards[i].c = map[uint64]client{}
+		e.shards[i].w = &wheel{}
+	}
+	e.rules.Store(&ruleSet{})
+	return e, nil
+}
+
+// SetStatic replaces the static whitelist: the files an operator maintains,
+// read at start and on reload, consulted on every check but never logged.
+// nil removes it. Checks in flight finish with the old one.
+func (e *Engine) SetStatic(w *whitelist.Set) { e.static.Store(w) }
+
+// matchStatic is a direct call on the concrete type: through an interface
+// the key buffer handed to it would escape to the heap on every check.
+func (e *Engine) matchStatic(addr netip.Addr, name string, recipient []byte) bool {
+	w := e.static.Load()
+	return w != nil && (w.MatchClient(addr, name) || w.MatchRecipient(recipient))
+}
+
+// Options returns the options the engine was made with.
+func (e *Engine) Options() Options { return e.opts }
+
+// Shards returns the number of shards, for callers that walk them.
+func (e *Engine) Shards() int { return len(e.shards) }
+
+// ShardOf returns the shard a key lives in: its top bits, so keys sorted by
+// value come shard by shard.
+func (e *Engine) ShardOf(k uint64) int { return int(k >> e.shift) }
+
+func (e *Engine) shardOf(k uint64) *shard { return &e.shards[k>>e.shift] }
+
+// keyBuf holds the bytes a triplet key is hashed from: secret, tag, network,
+// sender length, sender (with room to normalise it), recipient. 256 bytes
+// cover ordinary addresses, which are under 50 bytes; longer ones spill to
+// the heap and still work. A bigger array would cost more to zero on every
+// check than the rare spill does.
+type keyBuf [256]byte
+
+// netEnd is where the network ends in a key buffer, for the client key.
+func netEnd(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return secretLen + 1 + 6
+	}
+	return secretLen + 1 + 18
+}
+
+// Check decides one request at time now. Records for the changes it made go
+// into ch, which the caller must log before it acts on the decision; on a
+// decision without changes ch stays empty. Errors (ErrBadClientAddress,
+// ErrNoRecipient) mean the request was not decided and nothing changed.
+func (e *Engine) Check(now Time, req *Request, ch *Changes) (Decision, error) {
+	addr, err := parseAddr(req.ClientAddr)
+	if err != nil {
+		return Decision{}, fmt.Errorf("%w: %q", ErrBadClientAddress, req.ClientAddr)
+	}
+	if req.Recipient == "" {
+		return Decision{}, ErrNoRecipient
+	}
+	addr = addr.Unmap().WithZone("")
+	network := clientNet(addr, &e.opts.Keys)
+
+	var kb keyBuf
+	buf, senderAt, senderEnd := e.appendTriplet(kb[:0], network, req.Sender, req.Recipient)
+	k := xxhash.Sum64(buf)
+
+	if rs := e.rules.Load(); (rs.n > 0 && e.match(rs, addr, req.ClientName, buf[senderAt:senderEnd], buf[senderEnd:])) ||
+		e.matchStatic(addr, req.ClientName, buf[senderEnd:]) {
+		s := e.shardOf(k)
+		s.mu.Lock()
+		s.stats.decisions[ReasonWhitelist]++
+		s.mu.Unlock()
+		return Decision{Verdict: Pass, Reason: ReasonWhitelist, Key: k}, nil
+	}
+
+	s := e.shardOf(k)
+	s.mu.Lock()
+	if i := s.t.find(k); i >= 0 && s.t.slots[i].e.passed() && !e.p.expired(s.t.slots[i].e, now) {
+		d, touched := e.known(s, now, k, i, ch)
+		s.mu.Unlock()
+		if touched && e.p.awl > 0 {
+			e.touchClient(now, e.clientKey(buf, network), ch)
+		}
+		return d, nil
+	}
+	s.mu.Unlock()
+
+	var ck uint64
+	if e.p.awl > 0 {
+		ck = e.clientKey(buf, network)
+		if e.clientListed(now, ck, ch) {
+			return Decision{Verdict: Pass, Reason: ReasonClientAWL, Key: k}, nil
+		}
+	}
+
+	// Decide again under the lock: another check may have changed the
+	// triplet while the client was looked up.
+	s.mu.Lock()
+	d, passed := e.decide(s, now, k, ch)
+	s.mu.Unlock()
+	if passed && e.p.awl > 0 {
+		e.countClientPass(now, ck, ch)
+	}
+	return d, nil
+}
+
+func (e *Engine) clientKey(buf []byte, network netip.Prefix) uint64 {
+	end := netEnd(network)
+	buf[secretLen] = 'c'
+	k := xxhash.Sum64(buf[:end])
+	buf[secretLen] = 't'
+	return k
+}
+
+// known answers for a passed, live triplet in slot i, refreshing its
+// last-seen time once per TouchInterval. s is locked.
+func (e *Engine) known(s *shard, now Time, k uint64, i int, ch *Changes) (Decision, bool) {
+	touched := false
+	if en := s.t.slots[i].e; uint64(now) >= uint64(en.last())+e.p.touch {
+		en = passedEntry(en.first, now)
+		s.t.slots[i].e = en
+		ch.addTriplet(k, en)
+		touched = true
+	}
+	s.stats.decisions[ReasonKnown]++
+	return Decision{Verdict: Pass, Reason: ReasonKnown, Key: k}, touched
+}
+
+// decide runs the greylisting table (DESIGN §1) for a triplet that was not
+// known a moment ago. s is locked. passed reports a first pass, which the
+// client's auto-whitelist count must hear of.
+func (e *Engine) decide(s *shard, now Time, k uint64, ch *Changes) (d Decision, passed bool) {
+	i := s.t.find(k)
+	exists := i >= 0
+	var en entry
+	if exists {
+		en = s.t.slots[i].e
+	}
+	live := exists && !e.p.expired(en, now)
+	switch {
+	case live && en.passed():
+		d, _ = e.known(s, now, k, i, ch)
+		return d, false
+	case live:
+		elapsed := uint64(0)
+		if now > en.first {
+			elapsed = uint64(now - en.first)
+		}
+		if elapsed < e.p.delay {
+			if en.word < passedBit-1 {
+				s.t.slots[i].e.word++
+			}
+			s.stats.decisions[ReasonEarlyRetry]++
+			return Decision{Verdict: Defer, Reason: ReasonEarlyRetry, Left: uint32(e.p.delay - elapsed), Key: k}, false
+		}
+		nen := passedEntry(en.first, now)
+		s.put(k, en, true, nen)
+		ch.addTriplet(k, nen)
+		s.stats.decisions[ReasonPassed]++
+		return Decision{Verdict: Pass, Reason: ReasonPassed, Delayed: uint32(elapsed), Key: k}, true
+	}
+	if !exists && !s.makeRoom(now, &e.p, e.maxPerShard) {
+		s.stats.decisions[ReasonOverflow]++
+		return Decision{Verdict: Pass, Reason: ReasonOverflow, Key: k}, false
+	}
+	nen := entry{first: now}
+	s.put(k, en, exists, nen)
+	if !exists {
+		// An expired entry overwritten in place is still filed in the wheel
+		// at a slot before its old deadline; that slot re-files it.
+		s.w.file(k, e.p.deadline(nen))
+	}
+	ch.addTriplet(k, nen)
+	s.stats.decisions[ReasonNew]++
+	return Decision{Verdict: Defer, Reason: ReasonNew, Left: uint32(e.p.delay), Key: k}, false
+}
+
+// clientListed reports whether the client network is auto-whitelisted,
+// refreshing its last-seen time once per TouchInterval.
+func (e *Engine) clientListed(now Time, ck uint64, ch *Changes) bool {
+	s := e.shardOf(ck)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.c[ck]
+	if !ok || c.count < e.p.awl || e.p.clientExpired(c, now) {
+		return false
+	}
+	if uint64(now) >= uint64(c.last)+e.p.touch {
+		c.last = now
+		s.c[ck] = c
+		ch.addClient(ck, c)
+	}
+	s.stats.decisions[ReasonClientAWL]++
+	return true
+}
+
+// touchClient keeps a client's auto-whitelist entry alive while its known
+// triplets are in use, as postgrey's does while its mail flows.
+func (e *Engine) touchClient(now Time, ck uint64, ch *Changes) {
+	s := e.shardOf(ck)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.c[ck]
+	if !ok || e.p.clientExpired(c, now) || uint64(now) < uint64(c.last)+e.p.touch {
+		return
+	}
+	c.last = now
+	s.c[ck] = c
+	ch.addClient(ck, c)
+}
+
+// countClientPass counts a triplet's first pass for its client network, at
+// most once per AutoWhitelistInterval.
+func (e *Engine) countClientPass(now Time, ck uint64, ch *Changes) {
+	s := e.shardOf(ck)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.c[ck]
+	switch {
+	case !ok || e.p.clientExpired(c, now):
+		c = client{since: now, last: now, count: 1, counted: now}
+	case uint64(now) >= uint64(c.counted)+e.p.awlInterval:
+		c.count++
+		c.counted = now
+		c.last = max(c.last, now)
+	case uint64(now) >= uint64(c.last)+e.p.touch:
+		c.last = now
+	default:
+		return
+	}
+	s.c[ck] = c
+	ch.addClient(ck, c)
+}
+
+// Apply merges a payload of records (from the log, a peer, or a snapshot's
+// rule blob) into the engine. It returns the number of records applied.
+func (e *Engine) Apply(payload []byte) (int, error) {
+	n := 0
+	err := forEachRecord(payload, func(typ byte, body []byte) error {
+		r, err := decodeRecord(typ, body)
+		if err != nil {
+			return err
+		}
+		n++
+		switch typ {
+		case recTriplet:
+			e.applyTriplet(r.key, r.e)
+		case recClient:
+			e.applyClient(r.key, r.c)
+		case recRule:
+			e.applyRule(r.rule, r.rst)
+		default:
+			e.unknownRecords.Add(1)
+		}
+		return nil
+	})
+	return n, err
+}
+
+func (e *Engine) applyTriplet(k uint64, in entry) {
+	s := e.shardOf(k)
+	s.mu.Lock()
+	s.merge(k, in, &e.p)
+	s.mu.Unlock()
+}
+
+func (e *Engine) applyClient(k uint64, in client) {
+	s := e.shardOf(k)
+	s.mu.Lock()
+	if cur, ok := s.c[k]; ok {
+		in = e.p.mergeClient(cur, in)
+	}
+	s.c[k] = in
+	s.mu.Unlock()
+}
+
+// Expire drops what expired by now and files what was refreshed, a wheel
+// slot at a time (the wheel is coarse: an hour a slot). Checks never wait
+// for it: they treat an entry past its deadline as absent. It returns the
+// number of entries dropped.
+func (e *Engine) Expire(now Time) int {
+	n := 0
+	for i := range e.shards {
+		s := &e.shards[i]
+		s.mu.Lock()
+		n += s.advance(now, &e.p)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// ExportShard appends shard i's triplets to the given slices, under the
+// shard's lock: a snapshot copies one shard at a time while checks go on in
+// the others.
+func (e *Engine) ExportShard(i int, keys []uint64, first, word []uint32) ([]uint64, []uint32, []uint32) {
+	s := &e.shards[i]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.t.len()
+	keys, first, word = slicesGrow(keys, n), slicesGrow(first, n), slicesGrow(word, n)
+	for _, sl := range s.t.slots {
+		if sl.k != 0 {
+			keys = append(keys, sl.k)
+			first = append(first, uint32(sl.e.first))
+			word = append(word, sl.e.word)
+		}
+	}
+	return keys, first, word
+}
+
+// ExportClients appends shard i's client networks to the given slices.
+func (e *Engine) ExportClients(i int, keys []uint64, cols [4][]uint32) ([]uint64, [4][]uint32) {
+	s := &e.shards[i]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, c := range s.c {
+		keys = append(keys, k)
+		cols[0] = append(cols[0], uint32(c.since))
+		cols[1] = append(cols[1], uint32(c.last))
+		cols[2] = append(cols[2], c.count)
+		cols[3] = append(cols[3], uint32(c.counted))
+	}
+	return keys, cols
+}
+
+func slicesGrow[T any](s []T, n int) []T {
+	if cap(s)-len(s) < n {
+		ns := make([]T, len(s), len(s)+n)
+		copy(ns, s)
+		return ns
+	}
+	return s
+}
+
+// ImportTriplets merges rows from a snapshot. Rows of one shard should come
+// together (a snapshot's chunk is one shard): each run of rows takes its
+// shard's lock once, and an empty shard's map is sized for the run up front.
+func (e *Engine) ImportTriplets(keys []uint64, first, word []uint32) error {
+	if len(first) != len(keys) || len(word) != len(keys) {
+		return fmt.Errorf("%w: triplet columns of %d, %d and %d rows", ErrBadRecord, len(keys), len(first), len(word))
+	}
+	for i := 0; i < len(keys); {
+		si := e.ShardOf(keys[i])
+		j := i + 1
+		for j < len(keys) && e.ShardOf(keys[j]) == si {
+			j++
+		}
+		s := &e.shards[si]
+		s.mu.Lock()
+		s.t.reserve(s.t.len() + j - i)
+		for ; i < j; i++ {
+			s.merge(keys[i], entry{first: Time(first[i]), word: word[i]}, &e.p)
+		}
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// ImportClients merges client rows from a snapshot.
+func (e *Engine) ImportClients(keys []uint64, cols [][]uint32) error {
+	if len(cols) != 4 {
+		return fmt.Errorf("%w: client table with %d columns, want 4", ErrBadRecord, len(cols))
+	}
+	for _, c := range cols {
+		if len(c) != len(keys) {
+			return fmt.Errorf("%w: client column of %d rows for %d keys", ErrBadRecord, len(c), len(keys))
+		}
+	}
+	for i, k := range keys {
+		e.applyClient(k, client{since: Time(cols[0][i]), last: Time(cols[1][i]), count: cols[2][i], counted: Time(cols[3][i])})
+	}
+	return nil
+}
+
+// Stats is a snapshot of the engine's counters.
+type Stats struct {
+	Triplets  int // in memory, including expired ones the wheel has not dropped yet
+	Pending   int
+	Passed    int
+	Clients   int // client networks with a pass count
+	Listed    int // client networks auto-whitelisted now
+	Rules     int
+	Decisions [numReasons]uint64 // indexed by Reason
+	Evicted   uint64             // pending triplets dropped for room
+	Expired   uint64             // entries dropped by the wheel
+	// UnknownRecords counts records of types this version does not know,
+	// skipped during Apply.
+	UnknownRecords uint64
+}
+
+// Decided returns the count of decisions with reason r.
+func (s *Stats) Decided(r Reason) uint64 {
+	if r < numReasons {
+		return s.Decisions[r]
+	}
+	return 0
+}
+
+// Stats sums the shards' counters; it takes each shard's lock in turn.
+func (e *Engine) Stats() Stats {
+	var st Stats
+	for i := range e.shards {
+		s := &e.shards[i]
+		s.mu.Lock()
+		st.Triplets += s.t.len()
+		st.Pending += s.pending
+		st.Passed += s.passed
+		st.Clients += len(s.c)
+		for _, c := range s.c {
+			if c.count >= e.p.awl && e.p.awl > 0 {
+				st.Listed++
+			}
+		}
+		for r, n := range s.stats.decisions {
+			st.Decisions[r] += n
+		}
+		st.Evicted += s.stats.evicted
+		st.Expired += s.stats.expired
+		s.mu.Unlock()
+	}
+	st.Rules = e.rules.Load().n
+	st.UnknownRecords = e.unknownRecords.Load()
+	return st
+}
+
+// errNotFound is returned by Lookup for a triplet the engine does not hold.
+var errNotFound = errors.New("engine: triplet not known")
+
+// TripletState is what the engine holds for one triplet, for inspection.
+type TripletState struct {
+	Key       uint64
+	FirstSeen Time
+	LastSeen  Time // passed triplets only
+	Passed    bool
+	Attempts  uint32 // pending triplets only
+}
+
+// Lookup returns the state of the triplet a request maps to, without
+// changing anything, for `greyhold check --dry-run` and tests.
+func (e *Engine) Lookup(req *Request) (TripletState, error) {
+	addr, err := parseAddr(req.ClientAddr)
+	if err != nil {
+		return TripletState{}, fmt.Errorf("%w: %q", ErrBadClientAddress, req.ClientAddr)
+	}
+	k := e.TripletKey(addr, req.Sender, req.Recipient)
+	s := e.shardOf(k)
+	s.mu.Lock()
+	en, ok := s.t.get(k)
+	s.mu.Unlock()
+	if !ok {
+		return TripletState{Key: k}, errNotFound
+	}
+	st := TripletState{Key: k, FirstSeen: en.first, Passed: en.passed()}
+	if st.Passed {
+		st.LastSeen = en.last()
+	} else {
+		st.Attempts = en.attempts()
+	}
+	return st, nil
+}
+
+// IsNotFound reports whether err says Lookup found nothing.
+func IsNotFound(err error) bool { return errors.Is(err, errNotFound) }
+
+// TripletKey returns the key of a triplet, as Check computes it.
+func (e *Engine) TripletKey(addr netip.Addr, sender, recipient string) uint64 {
+	var kb keyBuf
+	buf, _, _ := e.appendTriplet(kb[:0], clientNet(addr.Unmap().WithZone(""), &e.opts.Keys), sender, recipient)
+	return xxhash.Sum64(buf)
+}
+
+// appendTriplet appends the bytes a triplet key is hashed from: secret, tag,
+// network, sender length, normalised sender, normalised recipient. The
+// length keeps sender and recipient apart without a reserved separator.
+// senderAt and senderEnd delimit the normalised sender.
+func (e *Engine) appendTriplet(buf []byte, network netip.Prefix, sender, recipient string) (out []byte, senderAt, senderEnd int) {
+	buf = append(buf, e.secret[:]...)
+	buf = append(buf, 't')
+	buf = appendNet(buf, network)
+	lenAt := len(buf)
+	buf = append(buf, 0, 0)
+	buf = appendSender(buf, sender, e.opts.Keys.NoSenderNormalisation)
+	senderEnd = len(buf)
+	binary.LittleEndian.PutUint16(buf[lenAt:], uint16(senderEnd-lenAt-2))
+	buf = appendRecipient(buf, recipient, e.opts.Keys.StripRecipientExtension)
+	return buf, lenAt + 2, senderEnd
+}
+
+// Covers reports whether the engine already holds every state the records
+// in payload carry, so applying them would change nothing: what a crash
+// test asks of each change acknowledged before the crash.
+func (e *Engine) Covers(payload []byte) (bool, error) {
+	covered := true
+	err := forEachRecord(payload, func(typ byte, body []byte) error {
+		r, err := decodeRecord(typ, body)
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case recTriplet:
+			s := e.shardOf(r.key)
+			s.mu.Lock()
+			cur, ok := s.t.get(r.key)
+			s.mu.Unlock()
+			covered = covered && ok && e.p.mergeEntry(cur, r.e) == cur
+		case recClient:
+			s := e.shardOf(r.key)
+			s.mu.Lock()
+			cur, ok := s.c[r.key]
+			s.mu.Unlock()
+			covered = covered && ok && e.p.mergeClient(cur, r.c) == cur
+		case recRule:
+			e.rulesMu.Lock()
+			cur, ok := e.ruleState[r.rule]
+			e.rulesMu.Unlock()
+			covered = covered && ok && cur.stamp >= r.rst.stamp
+		}
+		return nil
+	})
+	return covered, err
+}

@@ -1,0 +1,208 @@
+package store
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+const (
+	lockName    = "LOCK"
+	secretName  = "secret"
+	metaName    = "greyhold.json"
+	walDirName  = "wal"
+	snapDirName = "snapshots"
+	// secretBytes is the length of the hash key made at first start.
+	secretBytes = 32
+	// formatVersion is the layout of the data directory.
+	formatVersion = 1
+)
+
+// ErrIncompatible is returned by Open for a data directory written with
+// other key options or another secret than the ones given: its keys would
+// not match the requests'.
+var ErrIncompatible = errors.New("store: data directory is incompatible with these options")
+
+// ErrLocked is returned by Open when another process holds the directory.
+var ErrLocked = errors.New("store: data directory in use")
+
+// lockDir takes an exclusive flock on dir/LOCK, so two servers never write
+// one log, and writes our pid into it for the operator.
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, lockName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		pid, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s is held by process %s; stop it or use another --data-dir",
+				ErrLocked, path, strings.TrimSpace(string(pid)))
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
+
+func unlockDir(f *os.File) error {
+	if f == nil {
+		return nil
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return f.Close()
+}
+
+// loadSecret reads dir/secret, or makes it: 32 random bytes, hex, mode 0600,
+// synced before use so a crash cannot leave state keyed by a lost secret.
+func loadSecret(dir string) (secret []byte, created bool, err error) {
+	path := filepath.Join(dir, secretName)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		s, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(s) < 16 {
+			return nil, false, fmt.Errorf("secret file %s: want at least 32 hex digits; restore it from another MX or a backup", path)
+		}
+		return s, false, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, false, fmt.Errorf("read secret: %w", err)
+	}
+	s := make([]byte, secretBytes)
+	if _, err := rand.Read(s); err != nil {
+		return nil, false, fmt.Errorf("make secret: %w", err)
+	}
+	if err := writeFileSync(path, []byte(hex.EncodeToString(s)+"\n"), 0o600); err != nil {
+		return nil, false, fmt.Errorf("write secret: %w", err)
+	}
+	return s, true, nil
+}
+
+// secretID names a secret without revealing it, so a snapshot made with
+// another secret is recognised.
+func secretID(secret []byte) uint64 {
+	b := append([]byte("greyhold secret id\x00"), secret...)
+	return xxhash.Sum64(b)
+}
+
+type meta struct {
+	Format   int       `json:"format"`
+	Keys     string    `json:"keys"`
+	SecretID string    `json:"secret_id"`
+	Created  time.Time `json:"created"`
+}
+
+// checkMeta compares the directory's recorded key options and secret with
+// ours, or records them on first use.
+func checkMeta(dir, keys string, sid uint64) error {
+	path := filepath.Join(dir, metaName)
+	want := meta{Format: formatVersion, Keys: keys, SecretID: fmt.Sprintf("%016x", sid)}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		want.Created = time.Now().UTC().Truncate(time.Second)
+		out, _ := json.MarshalIndent(want, "", "  ")
+		if err := writeFileSync(path, append(out, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	var have meta
+	if err := json.Unmarshal(b, &have); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if have.Format != formatVersion {
+		return fmt.Errorf("%w: %s has format %d, this version reads %d", ErrIncompatible, path, have.Format, formatVersion)
+	}
+	if have.Keys != keys {
+		return fmt.Errorf("%w: %s was written with %q but this server has %q; start with the same key options (prefix lengths, normalisation) or use a new data directory",
+			ErrIncompatible, dir, have.Keys, keys)
+	}
+	if have.SecretID != want.SecretID {
+		return fmt.Errorf("%w: the secret in %s (id %s) is not the one the state was written with (id %s); restore the original secret file",
+			ErrIncompatible, dir, want.SecretID, have.SecretID)
+	}
+	return nil
+}
+
+// writeFileSync writes a file through a temporary name, syncs it, renames it
+// into place and syncs the directory.
+func writeFileSync(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// DefaultMaxEntries sizes the triplet bound from the memory this process
+// may use: half of the cgroup limit or of the machine's memory, at
+// bytesPerEntry each. Half leaves room for the snapshot writer's per-shard
+// copies, the Go runtime and the rest of the host. It returns 0 (no bound)
+// when the memory cannot be read.
+func DefaultMaxEntries() int {
+	const bytesPerEntry = 64 // measured ~35 B in the engine; the rest is headroom
+	mem := memoryLimit()
+	if mem <= 0 {
+		return 0
+	}
+	return int(mem / 2 / bytesPerEntry)
+}
+
+func memoryLimit() int64 {
+	var total int64
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				total = kb * 1024
+			}
+		}
+	}
+	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
+		if lim, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && lim > 0 && (total == 0 || lim < total) {
+			total = lim
+		}
+	}
+	return total
+}

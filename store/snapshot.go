@@ -1,0 +1,110 @@
+package store
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/greyhold/greyhold/snapshot"
+)
+
+// Snapshot writes a snapshot now, then drops what it made redundant: older
+// snapshots beyond SnapshotsKept and the log segments before the oldest one
+// kept. Checks go on meanwhile; one snapshot runs at a time.
+func (s *Store) Snapshot() (SnapshotInfo, error) {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	info, err := s.snapshot()
+	if err != nil {
+		s.snapFailed.Add(1)
+		return info, err
+	}
+	return info, nil
+}
+
+func (s *Store) snapshot() (SnapshotInfo, error) {
+	start := time.Now()
+	// Every frame up to this index was applied in memory before it was
+	// written (the engine changes first, the log follows), so the rows
+	// copied below hold it. Frames after it are replayed; applying one the
+	// snapshot already holds changes nothing.
+	ws := s.wal.Stats()
+	index := ws.LastIndex
+	dir := filepath.Join(s.dir, snapDirName)
+	w, err := snapshot.Create(dir, snapshot.Header{
+		WALIndex:   index,
+		Created:    s.clock.Now().Time(),
+		SecretID:   s.secretID,
+		KeyOptions: []byte(s.keys),
+	}, snapshot.WriterOptions{})
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("create snapshot: %w", err)
+	}
+	defer w.Abort()
+
+	if err := w.BeginTable(tableTriplets, 2); err != nil {
+		return SnapshotInfo{}, err
+	}
+	var keys []uint64
+	var first, word []uint32
+	var triplets int64
+	for i := range s.eng.Shards() {
+		keys, first, word = s.eng.ExportShard(i, keys[:0], first[:0], word[:0])
+		triplets += int64(len(keys))
+		if err := w.WriteRows(keys, first, word); err != nil {
+			return SnapshotInfo{}, fmt.Errorf("write snapshot: %w", err)
+		}
+	}
+	if err := w.EndTable(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := w.BeginTable(tableClients, 4); err != nil {
+		return SnapshotInfo{}, err
+	}
+	var cols [4][]uint32
+	for i := range s.eng.Shards() {
+		for c := range cols {
+			cols[c] = cols[c][:0]
+		}
+		keys, cols = s.eng.ExportClients(i, keys[:0], cols)
+		if err := w.WriteRows(keys, cols[:]...); err != nil {
+			return SnapshotInfo{}, fmt.Errorf("write snapshot: %w", err)
+		}
+	}
+	if err := w.EndTable(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := w.WriteBlob(blobRules, s.eng.ExportRules()); err != nil {
+		return SnapshotInfo{}, err
+	}
+	written, err := w.Commit()
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("commit snapshot: %w", err)
+	}
+	s.snapBytes.Store(ws.PayloadBytes)
+	info := SnapshotInfo{
+		Path:     written.Path,
+		WALIndex: index,
+		At:       time.Now(),
+		Duration: time.Since(start),
+		Bytes:    written.Size,
+		Triplets: triplets,
+	}
+	s.lastSnap.Store(&info)
+
+	// Retention: the log is cut only behind the oldest snapshot kept, and
+	// only now that the new one is durable.
+	if _, err := snapshot.Prune(dir, s.opts.SnapshotsKept); err != nil {
+		s.log.Warn("could not remove old snapshots", "dir", dir, "err", err)
+	}
+	kept, err := snapshot.List(dir)
+	if err == nil && len(kept) > 0 {
+		oldest := kept[len(kept)-1].Header.WALIndex
+		if err := s.wal.TruncateFront(oldest + 1); err != nil {
+			s.log.Warn("could not drop log segments covered by snapshots; they are kept and replayed harmlessly", "err", err)
+		}
+	}
+	s.log.Info("snapshot written", "path", info.Path, "wal_index", index, "triplets", triplets,
+		"bytes", info.Bytes, "duration", info.Duration.Round(time.Millisecond))
+	return info, nil
+}

@@ -1,0 +1,500 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/greyhold/greyhold/engine"
+	"github.com/greyhold/greyhold/snapshot"
+	"github.com/greyhold/greyhold/wal"
+)
+
+// Options configure a Store. Start from DefaultOptions.
+type Options struct {
+	Engine engine.Options
+	// Sync is the log's fsync cadence (default: every second).
+	Sync wal.SyncMode
+	// SnapshotInterval is how often a snapshot is taken; 0 turns the timer
+	// off (snapshots then come from SnapshotLogBytes, Snapshot and Close).
+	SnapshotInterval time.Duration
+	// SnapshotLogBytes takes a snapshot once the log has grown this much
+	// since the last one, which bounds replay at startup; 0 turns it off.
+	SnapshotLogBytes int64
+	// SnapshotsKept is how many snapshots stay on disk (at least 2, so a
+	// corrupt newest one can fall back).
+	SnapshotsKept int
+	// ExpireInterval is how often the timing wheels advance.
+	ExpireInterval time.Duration
+	// WALSegmentSize overrides the log's segment size (0: its default).
+	WALSegmentSize int
+	// NoFinalSnapshot skips the snapshot Close normally writes.
+	NoFinalSnapshot bool
+	// Clock gives the time for Check; nil means a CoarseClock that Open
+	// starts and Close stops.
+	Clock engine.Clock
+	// Logger gets the store's messages; nil discards them.
+	Logger *slog.Logger
+	// Registerer gets the log's metrics; nil means none.
+	Registerer prometheus.Registerer
+}
+
+// DefaultOptions returns postgrey's decisions, the log synced every second,
+// a snapshot every 15 minutes or 256 MiB of log, two kept.
+func DefaultOptions() Options {
+	return Options{
+		Engine:           engine.DefaultOptions(),
+		Sync:             wal.SyncEvery(time.Second),
+		SnapshotInterval: 15 * time.Minute,
+		SnapshotLogBytes: 256 << 20,
+		SnapshotsKept:    2,
+		ExpireInterval:   time.Minute,
+	}
+}
+
+// ErrNotLogged wraps a failure to log a change: the engine decided and
+// changed its memory, but the change may not survive a restart. A server
+// answers such a check as if greylisting were off (DUNNO): a lost pass would
+// only greylist the sender again, a wrongly kept defer could lose mail.
+var ErrNotLogged = errors.New("store: change not logged")
+
+// Store is the engine behind its log and snapshots. Its methods are safe
+// for concurrent use.
+type Store struct {
+	dir      string
+	opts     Options
+	base     *slog.Logger // the caller's logger, for the log to add its own component
+	log      *slog.Logger
+	lock     *os.File
+	eng      *engine.Engine
+	wal      *wal.Log
+	clock    engine.Clock
+	secretID uint64
+	keys     string
+
+	snapMu     sync.Mutex // one snapshot at a time
+	lastSnap   atomic.Pointer[SnapshotInfo]
+	snapBytes  atomic.Uint64 // log payload bytes at the last snapshot's start
+	snapFailed atomic.Uint64
+	notLogged  atomic.Uint64
+	recovery   Recovery
+
+	stop    context.CancelFunc
+	done    sync.WaitGroup
+	closeMu sync.Mutex
+	closed  bool
+}
+
+// SnapshotInfo describes the last snapshot this store wrote.
+type SnapshotInfo struct {
+	Path     string
+	WALIndex uint64
+	At       time.Time
+	Duration time.Duration
+	Bytes    int64
+	Triplets int64
+}
+
+// Recovery describes what Open found and did.
+type Recovery struct {
+	Snapshot        string // path of the snapshot loaded, "" if none
+	SnapshotIndex   uint64
+	SnapshotRows    int64
+	BrokenSnapshots []string // corrupt snapshots renamed .broken
+	Frames          uint64   // log frames replayed
+	Records         uint64
+	WALRepair       wal.RepairReport
+	SnapshotTime    time.Duration
+	ReplayTime      time.Duration
+	SecretCreated   bool
+}
+
+// Open opens (or creates) the data directory dir and recovers its state.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.SnapshotsKept < 2 {
+		opts.SnapshotsKept = 2
+	}
+	if opts.ExpireInterval <= 0 {
+		opts.ExpireInterval = time.Minute
+	}
+	if err := opts.Engine.Validate(); err != nil {
+		return nil, fmt.Errorf("store options: %w", err)
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	s := &Store{dir: dir, opts: opts, base: logger, log: logger.With("component", "store"), keys: opts.Engine.Keys.String()}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s.lock = lock
+	if err := s.open(); err != nil {
+		unlockDir(lock)
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	if opts.Clock != nil {
+		s.clock = opts.Clock
+	} else {
+		s.clock = engine.NewCoarseClock(ctx)
+	}
+	s.done.Add(1)
+	go s.background(ctx)
+	return s, nil
+}
+
+func (s *Store) open() error {
+	secret, created, err := loadSecret(s.dir)
+	if err != nil {
+		return err
+	}
+	s.recovery.SecretCreated = created
+	if created {
+		s.log.Info("made a new hash secret; copy it to every MX host that is to share this state", "path", filepath.Join(s.dir, secretName))
+	}
+	s.secretID = secretID(secret)
+	if err := checkMeta(s.dir, s.keys, s.secretID); err != nil {
+		return err
+	}
+	snapDir := filepath.Join(s.dir, snapDirName)
+	if err := os.MkdirAll(snapDir, 0o750); err != nil {
+		return fmt.Errorf("create snapshot directory: %w", err)
+	}
+	if err := snapshot.RemoveTemp(snapDir); err != nil {
+		s.log.Warn("could not remove a leftover temporary snapshot", "dir", snapDir, "err", err)
+	}
+
+	start := time.Now()
+	eng, info, err := s.loadSnapshot(secret, snapDir)
+	if err != nil {
+		return err
+	}
+	s.eng = eng
+	s.recovery.SnapshotTime = time.Since(start)
+	from := uint64(1)
+	if info != nil {
+		from = info.Header.WALIndex + 1
+		s.recovery.Snapshot = info.Path
+		s.recovery.SnapshotIndex = info.Header.WALIndex
+		for _, n := range info.Tables {
+			s.recovery.SnapshotRows += n
+		}
+		s.log.Info("loaded snapshot", "path", info.Path, "wal_index", info.Header.WALIndex,
+			"triplets", info.Tables[tableTriplets], "clients", info.Tables[tableClients],
+			"duration", s.recovery.SnapshotTime.Round(time.Millisecond))
+	}
+
+	start = time.Now()
+	l, err := wal.Open(filepath.Join(s.dir, walDirName), wal.Options{
+		Sync:        s.opts.Sync,
+		SegmentSize: s.opts.WALSegmentSize,
+		StartIndex:  from,
+		Logger:      s.base,
+		Registerer:  s.opts.Registerer,
+	})
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	s.wal = l
+	s.recovery.WALRepair = l.Repaired()
+	if err := s.replay(from); err != nil {
+		l.Close()
+		return err
+	}
+	s.recovery.ReplayTime = time.Since(start)
+	st := s.eng.Stats()
+	s.log.Info("recovered", "frames", s.recovery.Frames, "records", s.recovery.Records,
+		"replay", s.recovery.ReplayTime.Round(time.Millisecond), "triplets", st.Triplets,
+		"passed", st.Passed, "pending", st.Pending, "clients", st.Clients, "rules", st.Rules)
+	if info != nil {
+		s.lastSnap.Store(&SnapshotInfo{Path: info.Path, WALIndex: info.Header.WALIndex, At: info.Header.Created, Bytes: info.Size, Triplets: info.Tables[tableTriplets]})
+	}
+	s.snapBytes.Store(0)
+	return nil
+}
+
+// Snapshot table and blob ids.
+const (
+	tableTriplets = 1
+	tableClients  = 2
+	blobRules     = 3
+)
+
+// loadSnapshot loads the newest snapshot that reads back whole into a fresh
+// engine, renaming corrupt ones .broken on the way.
+func (s *Store) loadSnapshot(secret []byte, dir string) (*engine.Engine, *snapshot.Info, error) {
+	infos, err := snapshot.List(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	for _, info := range infos {
+		eng, err := engine.New(s.opts.Engine, secret)
+		if err != nil {
+			return nil, nil, err
+		}
+		if info.Err == nil {
+			if string(info.Header.KeyOptions) != s.keys || info.Header.SecretID != s.secretID {
+				return nil, nil, fmt.Errorf("%w: snapshot %s was written with keys %q and secret id %016x, this server has %q and %016x",
+					ErrIncompatible, info.Path, info.Header.KeyOptions, info.Header.SecretID, s.keys, s.secretID)
+			}
+			var read snapshot.Info
+			read, err = snapshot.Read(info.Path, snapshot.Visitor{
+				Rows: func(table uint8, keys []uint64, cols [][]uint32) error {
+					switch table {
+					case tableTriplets:
+						if len(cols) != 2 {
+							return fmt.Errorf("triplet table with %d columns", len(cols))
+						}
+						return eng.ImportTriplets(keys, cols[0], cols[1])
+					case tableClients:
+						return eng.ImportClients(keys, cols)
+					}
+					return nil // a table a newer version added
+				},
+				Blob: func(id uint8, data []byte) error {
+					if id == blobRules {
+						_, err := eng.Apply(data)
+						return err
+					}
+					return nil
+				},
+			})
+			if err == nil {
+				return eng, &read, nil
+			}
+			if !errors.Is(err, snapshot.ErrCorrupt) && !errors.Is(err, engine.ErrBadRecord) {
+				return nil, nil, fmt.Errorf("read snapshot %s: %w", info.Path, err)
+			}
+		} else {
+			err = info.Err
+		}
+		broken, merr := snapshot.MarkBroken(info.Path)
+		if merr != nil {
+			return nil, nil, fmt.Errorf("snapshot %s is corrupt (%v) and could not be set aside: %w", info.Path, err, merr)
+		}
+		s.recovery.BrokenSnapshots = append(s.recovery.BrokenSnapshots, broken)
+		s.log.Warn("snapshot is corrupt; falling back to the one before it and replaying the log from there",
+			"path", info.Path, "moved_to", broken, "err", err)
+	}
+	eng, err := engine.New(s.opts.Engine, secret)
+	return eng, nil, err
+}
+
+func (s *Store) replay(from uint64) error {
+	apply := func(index uint64, payload []byte, n int) error {
+		if _, err := s.eng.Apply(payload); err != nil {
+			return fmt.Errorf("frame %d: %w", index, err)
+		}
+		s.recovery.Frames++
+		s.recovery.Records += uint64(n)
+		return nil
+	}
+	err := s.wal.Replay(from, apply)
+	if errors.Is(err, wal.ErrGap) {
+		first := s.wal.FirstIndex()
+		s.log.Error("the log no longer holds every frame after the snapshot: changes in the missing frames are lost, the rest is replayed",
+			"want_from", from, "log_starts_at", first, "err", err)
+		err = s.wal.Replay(first, apply)
+	}
+	if err != nil {
+		return fmt.Errorf("replay log: %w", err)
+	}
+	return nil
+}
+
+// background advances the wheels and takes scheduled snapshots.
+func (s *Store) background(ctx context.Context) {
+	defer s.done.Done()
+	expire := time.NewTicker(s.opts.ExpireInterval)
+	defer expire.Stop()
+	// The log size is looked at often; the interval timer is checked on the
+	// same tick against the time of the last snapshot.
+	check := time.NewTicker(5 * time.Second)
+	defer check.Stop()
+	lastSnap := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-expire.C:
+			if n := s.eng.Expire(s.clock.Now()); n > 0 {
+				s.log.Debug("expired entries", "count", n)
+			}
+		case <-check.C:
+			due := s.opts.SnapshotInterval > 0 && time.Since(lastSnap) >= s.opts.SnapshotInterval
+			grown := s.opts.SnapshotLogBytes > 0 && s.wal.Stats().PayloadBytes-s.snapBytes.Load() >= uint64(s.opts.SnapshotLogBytes)
+			if !due && !grown {
+				continue
+			}
+			lastSnap = time.Now()
+			if _, err := s.Snapshot(); err != nil {
+				s.log.Error("scheduled snapshot failed; the log keeps every change, so nothing is lost, but recovery grows longer until one succeeds",
+					"err", err)
+			}
+		}
+	}
+}
+
+// Engine returns the engine, for read-only use (lookups, stats, options).
+// Changes must go through the Store so they are logged.
+func (s *Store) Engine() *engine.Engine { return s.eng }
+
+// Now returns the store's clock.
+func (s *Store) Now() engine.Time { return s.clock.Now() }
+
+// Check decides one request now.
+func (s *Store) Check(req *engine.Request) (engine.Decision, error) {
+	return s.CheckAt(s.clock.Now(), req)
+}
+
+// CheckAt decides one request at time now and logs what it changed before
+// returning. An error wrapping ErrNotLogged comes with a valid decision
+// that must not be relied on; engine errors (a bad address, no recipient)
+// come with none, and nothing changed.
+func (s *Store) CheckAt(now engine.Time, req *engine.Request) (engine.Decision, error) {
+	var ch engine.Changes
+	return s.checkAt(now, req, &ch)
+}
+
+// checkAt is CheckAt with the caller's Changes, so a crash test can see the
+// records it had acknowledged.
+func (s *Store) checkAt(now engine.Time, req *engine.Request, ch *engine.Changes) (engine.Decision, error) {
+	d, err := s.eng.Check(now, req, ch)
+	if err != nil {
+		return d, err
+	}
+	if ch.Count() > 0 {
+		if err := s.wal.Append(ch.Bytes(), ch.Count()); err != nil {
+			s.notLogged.Add(1)
+			return d, fmt.Errorf("%w: %w", ErrNotLogged, err)
+		}
+	}
+	return d, nil
+}
+
+// Result is one answer of CheckBatch.
+type Result struct {
+	engine.Decision
+	Err error
+}
+
+var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// CheckBatch decides many requests at time now with one log append for all
+// their changes, for pipelined and batched callers. It appends one Result a
+// request to out and returns it.
+func (s *Store) CheckBatch(now engine.Time, reqs []engine.Request, out []Result) []Result {
+	base := len(out)
+	out = slices.Grow(out, len(reqs))[:base+len(reqs)]
+	res := out[base:]
+	bp := batchBufs.Get().(*[]byte)
+	buf := (*bp)[:0]
+	n := 0
+	var ch engine.Changes
+	for i := range reqs {
+		ch.Reset()
+		res[i].Decision, res[i].Err = s.eng.Check(now, &reqs[i], &ch)
+		if ch.Count() > 0 {
+			buf = append(buf, ch.Bytes()...)
+			n += ch.Count()
+		}
+	}
+	if n > 0 {
+		if err := s.wal.Append(buf, n); err != nil {
+			s.notLogged.Add(1)
+			err = fmt.Errorf("%w: %w", ErrNotLogged, err)
+			for i := range res {
+				if res[i].Err == nil {
+					res[i].Err = err
+				}
+			}
+		}
+	}
+	*bp = buf
+	batchBufs.Put(bp)
+	return out
+}
+
+// SetRule adds (present) or removes a whitelist rule, logged before it
+// returns. changed is false when the rule already was in that state.
+func (s *Store) SetRule(r engine.Rule, present bool) (changed bool, err error) {
+	rec, changed, err := s.eng.SetRule(s.clock.Now(), r, present)
+	if err != nil || !changed {
+		return changed, err
+	}
+	if err := s.wal.Append(rec, 1); err != nil {
+		s.notLogged.Add(1)
+		return true, fmt.Errorf("%w: %w", ErrNotLogged, err)
+	}
+	return true, nil
+}
+
+// Rules lists the whitelist rules in force.
+func (s *Store) Rules() []engine.RuleInfo { return s.eng.Rules() }
+
+// Stats gathers the engine's, the log's and the store's own figures.
+type Stats struct {
+	Engine           engine.Stats
+	WAL              wal.Stats
+	LastSnapshot     *SnapshotInfo
+	SnapshotFailures uint64
+	NotLogged        uint64
+	Recovery         Recovery
+}
+
+// Stats returns a fresh Stats.
+func (s *Store) Stats() Stats {
+	return Stats{
+		Engine:           s.eng.Stats(),
+		WAL:              s.wal.Stats(),
+		LastSnapshot:     s.lastSnap.Load(),
+		SnapshotFailures: s.snapFailed.Load(),
+		NotLogged:        s.notLogged.Load(),
+		Recovery:         s.recovery,
+	}
+}
+
+// Dir returns the data directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Close stops the background work, writes a final snapshot (so the next
+// start replays nothing), syncs and closes the log and releases the
+// directory. It is safe to call twice.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.stop()
+	s.done.Wait()
+	var errs []error
+	if !s.opts.NoFinalSnapshot {
+		if _, err := s.Snapshot(); err != nil {
+			errs = append(errs, fmt.Errorf("final snapshot: %w", err))
+		}
+	}
+	if err := s.wal.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close log: %w", err))
+	}
+	if err := unlockDir(s.lock); err != nil {
+		errs = append(errs, fmt.Errorf("unlock: %w", err))
+	}
+	return errors.Join(errs...)
+}

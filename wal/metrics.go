@@ -1,0 +1,145 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the log's Prometheus collectors. A nil *metrics (no
+// Registerer) records nothing.
+type metrics struct {
+	reg        prometheus.Registerer
+	collectors []prometheus.Collector
+
+	frames         prometheus.Counter
+	records        prometheus.Counter
+	bytes          prometheus.Counter
+	fsync          prometheus.Histogram
+	frameRecords   prometheus.Histogram
+	repairs        prometheus.Counter
+	droppedBytes   prometheus.Counter
+	droppedRecords prometheus.Counter
+	failed         prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, l *Log) (*metrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	m := &metrics{
+		reg: reg,
+		frames: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "greyhold_wal_frames_written_total",
+			Help: "Frames (group-commit batches) written to the WAL.",
+		}),
+		records: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "greyhold_wal_records_written_total",
+			Help: "Records written to the WAL.",
+		}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "greyhold_wal_written_bytes_total",
+			Help: "Bytes written to WAL segment files, framing included.",
+		}),
+		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "greyhold_wal_fsync_duration_seconds",
+			Help: "Duration of WAL segment fsyncs.",
+			// 100µs (a fast NVMe write cache) to about 3.3s (a disk in
+			// trouble, well past the slow-fsync warning).
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		frameRecords: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "greyhold_wal_frame_records",
+			Help: "Records per WAL frame: how well group commit batches.",
+			// 1 (no batching) to 262144 (a 4 MiB batch of 16-byte records).
+			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
+		}),
+		repairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "greyhold_wal_repairs_total",
+			Help: "Times the WAL was cut at a torn or corrupt entry.",
+		}),
+		droppedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "greyhold_wal_repair_dropped_bytes_total",
+			Help: "Bytes cut off the WAL by repairs.",
+		}),
+		droppedRecords: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "greyhold_wal_repair_dropped_records_total",
+			Help: "Records cut off the WAL by repairs (a lower bound: torn frames cannot be counted).",
+		}),
+		failed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "greyhold_wal_failed",
+			Help: "1 while the WAL cannot be written and appends fail.",
+		}),
+	}
+	m.collectors = []prometheus.Collector{
+		m.frames, m.records, m.bytes, m.fsync, m.frameRecords,
+		m.repairs, m.droppedBytes, m.droppedRecords, m.failed,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "greyhold_wal_disk_bytes",
+			Help: "Bytes in WAL segment files.",
+		}, func() float64 { return float64(l.diskBytes.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "greyhold_wal_last_index",
+			Help: "Index of the last frame written.",
+		}, func() float64 { return float64(l.last.Load()) }),
+	}
+	for i, c := range m.collectors {
+		if err := reg.Register(c); err != nil {
+			for _, done := range m.collectors[:i] {
+				reg.Unregister(done)
+			}
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("register wal metrics: another wal uses this registry: %w", err)
+			}
+			return nil, fmt.Errorf("register wal metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) unregister() {
+	if m == nil {
+		return
+	}
+	for _, c := range m.collectors {
+		m.reg.Unregister(c)
+	}
+}
+
+func (m *metrics) wrote(records uint64, bytes int) {
+	if m == nil {
+		return
+	}
+	m.frames.Inc()
+	m.records.Add(float64(records))
+	m.bytes.Add(float64(bytes))
+	m.frameRecords.Observe(float64(records))
+}
+
+func (m *metrics) synced(seconds float64) {
+	if m != nil {
+		m.fsync.Observe(seconds)
+	}
+}
+
+func (m *metrics) repaired(r RepairReport) {
+	if m == nil {
+		return
+	}
+	m.repairs.Inc()
+	m.droppedBytes.Add(float64(r.DroppedBytes))
+	m.droppedRecords.Add(float64(r.DroppedRecords))
+}
+
+func (m *metrics) setFailed(failed bool) {
+	if m == nil {
+		return
+	}
+	if failed {
+		m.failed.Set(1)
+	} else {
+		m.failed.Set(0)
+	}
+}
