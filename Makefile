@@ -1,0 +1,69 @@
+# greyhold: make run starts a server on loopback, make test proves the tree.
+GO          ?= go
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X main.version=$(VERSION)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+DATA_DIR    ?= ./greyhold-data
+FUZZTIME    ?= 60s
+BENCHTIME   ?= 2s
+
+FUZZ_TARGETS = $(shell grep -ho '^func Fuzz[A-Za-z0-9]*' fuzz/*_test.go | sed 's/^func //')
+
+.PHONY: all build run test check fmt-check vet staticcheck unit bench bench-peers fuzz e2e clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/greyhold ./cmd/greyhold
+
+# run builds and starts the server on loopback with its state in ./greyhold-data.
+run: build
+	./bin/greyhold serve --data-dir $(DATA_DIR)
+
+# test is what CI runs: formatting, vet, staticcheck, then every test under
+# the race detector.
+test: check unit
+
+check: fmt-check vet staticcheck
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) run $(STATICCHECK) ./...
+
+unit:
+	$(GO) test -race -timeout 15m ./...
+
+# e2e runs greyhold behind a real, private Postfix over SMTP (e2e/README.md);
+# it installs Postfix and swaks from Debian's packages when they are missing.
+e2e:
+	bash e2e/run.sh
+
+# bench runs the Go benchmarks in a form benchstat reads
+# (make bench BENCHTIME=5s > new.txt; benchstat old.txt new.txt).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./engine ./wal ./snapshot ./store
+
+# bench-peers runs the same workloads against greyhold, postgrey, gross and
+# bench/load's null server and prints one table (bench/peers.sh; it installs
+# postgrey and gross from Debian's packages when they are missing and takes
+# under ten minutes). BENCH_PEERS_OUT=bench/peers-latest.md keeps the table
+# as Markdown.
+bench-peers:
+	GO=$(GO) bash bench/peers.sh
+
+# fuzz runs every fuzz target for FUZZTIME each (make fuzz FUZZTIME=10s).
+# What a target finds is kept in fuzz/testdata/fuzz/<target>/ as a seed.
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "== $$t ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./fuzz || exit 1; \
+	done
+
+clean:
+	rm -rf bin

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/greyhold/greyhold/engine"
+	"github.com/greyhold/greyhold/store"
+)
+
+// runBin runs the built greyhold with args and returns its output and exit
+// status.
+func runBin(t *testing.T, bin string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), code
+}
+
+// TestCheckCommand: greyhold check against a running server says defer
+// with exit status 75, and pass with 0 once the delay is over.
+func TestCheckCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server process")
+	}
+	d := startDaemon(t, "--test-clock")
+	bin := d.cmd.Path
+	now := time.Now().Unix()
+	args := []string{"check", "--server", d.policy, "--client", "192.0.2.10", "--sender", "a@b.example", "--recipient", "c@d.example"}
+	out, code := runBin(t, bin, append(args, "--time", fmt.Sprint(now))...)
+	if code != exitDefer || !strings.HasPrefix(out, "DEFER_IF_PERMIT 4.7.1 Greylisted") {
+		t.Errorf("first check: exit %d, %q", code, out)
+	}
+	out, code = runBin(t, bin, append(args, "--time", fmt.Sprint(now+300))...)
+	if code != 0 || !strings.HasPrefix(out, "PREPEND X-Greylist: delayed 300 seconds") {
+		t.Errorf("after the delay: exit %d, %q", code, out)
+	}
+	out, code = runBin(t, bin, "stats", "--http", d.httpAd)
+	if code != 0 || !strings.Contains(out, `"passed": 1`) {
+		t.Errorf("stats: exit %d, %q", code, out)
+	}
+	out, code = runBin(t, bin, "snapshot", "--http", d.httpAd)
+	if code != 0 || !strings.Contains(out, `"wal_index"`) {
+		t.Errorf("snapshot: exit %d, %q", code, out)
+	}
+	if _, code := runBin(t, bin, "check", "--server", "127.0.0.1:1", "--client", "192.0.2.1", "--recipient", "x@y"); code != 1 {
+		t.Errorf("check against nothing: exit %d, want 1", code)
+	}
+	if _, code := runBin(t, bin, "check"); code != 2 {
+		t.Errorf("check without arguments: exit %d, want 2", code)
+	}
+}
+
+// TestInspectCommand: inspect reports a good directory as verified and a
+// damaged one as damaged, without changing either.
+func TestInspectCommand(t *testing.T) {
+	dir := t.TempDir()
+	o := store.DefaultOptions()
+	o.Clock = engine.NewManualClock(200_000_000)
+	o.NoFinalSnapshot = true
+	s, err := store.Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if _, err := s.CheckAt(200_000_000, &engine.Request{ClientAddr: fmt.Sprintf("10.0.%d.1", i), Sender: "a@b.example", Recipient: "c@d.example"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	s.CheckAt(200_000_000, &engine.Request{ClientAddr: "10.9.9.9", Sender: "a@b.example", Recipient: "c@d.example"})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	inspect := func() (string, int) {
+		old := os.Stdout
+		r, w, _ := os.Pipe()
+		os.Stdout = w
+		code := runInspect([]string{dir})
+		w.Close()
+		os.Stdout = old
+		out, _ := io.ReadAll(r)
+		return string(out), code
+	}
+	out, code := inspect()
+	if code != 0 || !strings.Contains(out, "50 triplets") || !strings.Contains(out, "all verified") || !strings.Contains(out, "keys=1 ipv4=/24") {
+		t.Errorf("good directory: exit %d\n%s", code, out)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "wal", "0*"))
+	before, _ := os.ReadFile(segs[len(segs)-1])
+	f, _ := os.OpenFile(segs[len(segs)-1], os.O_WRONLY|os.O_APPEND, 0)
+	f.Write([]byte{0x20, 1, 2, 3})
+	f.Close()
+	out, code = inspect()
+	if code != 1 || !strings.Contains(out, "DAMAGED") {
+		t.Errorf("torn log: exit %d\n%s", code, out)
+	}
+	after, _ := os.ReadFile(segs[len(segs)-1])
+	if len(after) != len(before)+4 {
+		t.Error("inspect changed the log")
+	}
+}

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// duration is a flag.Value for durations in Go's syntax plus days ("35d",
+// "2d12h"). A bare number counts in unit, so postgrey's numbers carry over:
+// seconds for --delay, days for --max-age and --retry-window.
+type duration struct {
+	d    *time.Duration
+	unit time.Duration
+}
+
+func (v duration) String() string {
+	if v.d == nil {
+		return ""
+	}
+	return formatDuration(*v.d)
+}
+
+func (v duration) Set(s string) error {
+	d, err := parseDuration(s, v.unit)
+	if err != nil {
+		return err
+	}
+	*v.d = d
+	return nil
+}
+
+func parseDuration(s string, unit time.Duration) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, fmt.Errorf("empty duration: want one such as 300s, 5m, 48h or 35d")
+	}
+	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("%q: must not be negative", s)
+		}
+		return time.Duration(n * float64(unit)), nil
+	}
+	var total time.Duration
+	rest := s
+	if i := strings.IndexByte(rest, 'd'); i >= 0 {
+		days, err := strconv.ParseFloat(rest[:i], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%q: want a duration such as 300s, 5m, 48h or 35d", s)
+		}
+		total = time.Duration(days * float64(24*time.Hour))
+		rest = rest[i+1:]
+	}
+	if rest != "" {
+		d, err := time.ParseDuration(rest)
+		if err != nil {
+			return 0, fmt.Errorf("%q: want a duration such as 300s, 5m, 48h or 35d", s)
+		}
+		total += d
+	}
+	if total < 0 {
+		return 0, fmt.Errorf("%q: must not be negative", s)
+	}
+	return total, nil
+}
+
+func formatDuration(d time.Duration) string {
+	day := 24 * time.Hour
+	if d >= day && d%day == 0 {
+		return strconv.FormatInt(int64(d/day), 10) + "d"
+	}
+	return d.String()
+}
+
+// list is a flag.Value for comma-separated lists that may also be repeated;
+// the first use on the command line replaces the default.
+type list struct {
+	v   *[]string
+	set bool
+}
+
+func (l *list) String() string {
+	if l.v == nil {
+		return ""
+	}
+	return strings.Join(*l.v, ",")
+}
+
+func (l *list) Set(s string) error {
+	if !l.set {
+		*l.v = nil
+		l.set = true
+	}
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" && p != "none" {
+			*l.v = append(*l.v, p)
+		}
+	}
+	return nil
+}
+
+// size is a flag.Value for byte sizes: 1048576, 512KiB, 256MiB, 1GiB.
+type size struct{ v *int64 }
+
+func (s size) String() string {
+	if s.v == nil {
+		return ""
+	}
+	n := *s.v
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.mult && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (s size) Set(v string) error {
+	v = strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSuffix(v, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q: want a size such as 1048576, 512KiB or 256MiB", v)
+	}
+	*s.v = n * mult
+	return nil
+}
+
+// envName is the environment variable that sets a flag: GREYHOLD_ and the
+// flag's name in capitals with dashes as underscores.
+func envName(flagName string) string {
+	return "GREYHOLD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// readConfigFile reads "name = value" (or "name value") lines; '#' starts a
+// comment. Names are flag names without dashes in front.
+func readConfigFile(r io.Reader, path string) (map[string]string, error) {
+	out := map[string]string{}
+	sc := bufio.NewScanner(r)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name, value, ok := strings.Cut(line, "=")
+		if !ok {
+			name, value, ok = strings.Cut(line, " ")
+		}
+		name = strings.TrimLeft(strings.TrimSpace(name), "-")
+		if !ok && name != "" {
+			value, ok = "true", true // a bare boolean flag
+		}
+		if name == "" {
+			return nil, fmt.Errorf("%s:%d: want name = value", path, n)
+		}
+		out[name] = strings.Trim(strings.TrimSpace(value), `"`)
+	}
+	return out, sc.Err()
+}
+
+// applySources fills in every flag not given on the command line from the
+// environment, then from the config file: the command line beats the
+// environment, which beats the file, which beats the default.
+func applySources(fs *flag.FlagSet, file map[string]string, filePath string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
+			}
+			return
+		}
+		if v, ok := file[f.Name]; ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %s = %q: %w", filePath, f.Name, v, err))
+			}
+		}
+	})
+	for name := range file {
+		if fs.Lookup(name) == nil {
+			errs = append(errs, fmt.Errorf("%s: unknown setting %q (see greyhold serve --help)", filePath, name))
+		}
+	}
+	return errors.Join(errs...)
+}

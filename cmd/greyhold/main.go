@@ -1,0 +1,58 @@
+// Command greyhold is a greylisting policy server for Postfix and other
+// MTAs. See README.md, or run greyhold serve --help.
+//
+//	greyhold serve             run the server
+//	greyhold check             ask a running server about one triplet
+//	greyhold stats             print a running server's figures
+//	greyhold snapshot          make a running server write a snapshot
+//	greyhold inspect DIR       verify and summarise a data directory, offline
+//	greyhold version           print the version
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+// version is set at build time: go build -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+const usage = `Usage: greyhold <command> [flags]
+
+Commands:
+  serve      run the greylisting server (greyhold serve --help for its flags)
+  check      ask a running server about one triplet; exit 0 = pass, 75 = defer
+  stats      print a running server's figures (HTTP API)
+  snapshot   make a running server write a snapshot now (HTTP API)
+  inspect    verify and summarise a data directory, offline
+  version    print the version
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	args := os.Args[2:]
+	var code int
+	switch os.Args[1] {
+	case "serve":
+		code = runServe(args)
+	case "check":
+		code = runCheck(args)
+	case "stats":
+		code = runStats(args)
+	case "snapshot":
+		code = runSnapshot(args)
+	case "inspect":
+		code = runInspect(args)
+	case "version", "--version", "-version":
+		fmt.Println("greyhold", version)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "greyhold: unknown command %q\n\n%s", os.Args[1], usage)
+		code = 2
+	}
+	os.Exit(code)
+}

@@ -1,0 +1,381 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/greyhold/greyhold/engine"
+	"github.com/greyhold/greyhold/server"
+	"github.com/greyhold/greyhold/store"
+	"github.com/greyhold/greyhold/wal"
+	"github.com/greyhold/greyhold/whitelist"
+)
+
+// serveConfig holds every serve flag. Flags are parsed only here; the
+// packages get Options structs built from it.
+type serveConfig struct {
+	configFile string
+	dataDir    string
+
+	policyListen, policySocket, lineListen, httpListen string
+
+	delay, retryWindow, maxAge, touch, awlInterval time.Duration
+	awlClients                                     int
+	ipv4Prefix, ipv6Prefix                         int
+	rawSender, stripRcptExt                        bool
+
+	fsync                          string
+	snapshotInterval               time.Duration
+	snapshotLogBytes               int64
+	maxEntries                     int
+	shards                         int
+	whitelistClients, whitelistRcp []string
+
+	greylistAction, greylistText, xGreylistHeader, hostname string
+
+	adminToken, adminTokenFile string
+	testClock, pprof           bool
+
+	maxConnections                          int
+	idleTimeout, readTimeout, writeTimeout  time.Duration
+	maxRequestBytes, maxLineBytes, maxAttrs int64
+	drainDelay, shutdownTimeout             time.Duration
+
+	logLevel, logFormat, logDecisions string
+}
+
+func defaultServeConfig() serveConfig {
+	eo := engine.DefaultOptions()
+	so := store.DefaultOptions()
+	host, _ := os.Hostname()
+	lim := server.DefaultLimits()
+	return serveConfig{
+		dataDir:          "./greyhold-data",
+		policyListen:     "127.0.0.1:10023",
+		lineListen:       "127.0.0.1:10025",
+		httpListen:       "127.0.0.1:10024",
+		delay:            eo.Delay,
+		retryWindow:      eo.RetryWindow,
+		maxAge:           eo.MaxAge,
+		touch:            eo.TouchInterval,
+		awlInterval:      eo.AutoWhitelistInterval,
+		awlClients:       eo.AutoWhitelistClients,
+		ipv4Prefix:       eo.Keys.IPv4Prefix,
+		ipv6Prefix:       eo.Keys.IPv6Prefix,
+		fsync:            "1s",
+		snapshotInterval: so.SnapshotInterval,
+		snapshotLogBytes: so.SnapshotLogBytes,
+		maxEntries:       -1,
+		shards:           eo.Shards,
+		whitelistClients: []string{whitelist.Builtin},
+		whitelistRcp:     []string{whitelist.Builtin},
+		greylistAction:   server.DefaultAction,
+		greylistText:     server.DefaultText,
+		xGreylistHeader:  server.DefaultHeader,
+		hostname:         host,
+		maxConnections:   16384,
+		idleTimeout:      10 * time.Minute,
+		readTimeout:      10 * time.Second,
+		writeTimeout:     10 * time.Second,
+		maxRequestBytes:  int64(lim.RequestBytes),
+		maxLineBytes:     int64(lim.LineBytes),
+		maxAttrs:         int64(lim.Attributes),
+		shutdownTimeout:  30 * time.Second,
+		logLevel:         "info",
+		logFormat:        "text",
+		logDecisions:     "all",
+	}
+}
+
+func (c *serveConfig) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.configFile, "config", "", "read settings from this file (lines of name = value, names as the flags); command-line flags and GREYHOLD_* variables win over it")
+	fs.StringVar(&c.dataDir, "data-dir", c.dataDir, "directory for the log, snapshots and the hash secret")
+
+	fs.StringVar(&c.policyListen, "policy-listen", c.policyListen, "address for the Postfix policy protocol (\"\" to turn off)")
+	fs.StringVar(&c.policySocket, "policy-socket", c.policySocket, "also serve the policy protocol on this unix socket, e.g. /var/spool/postfix/private/greyhold")
+	fs.StringVar(&c.lineListen, "line-listen", c.lineListen, "address for the compact line protocol (\"\" to turn off)")
+	fs.StringVar(&c.httpListen, "http-listen", c.httpListen, "address for the HTTP API and /metrics (\"\" to turn off)")
+
+	fs.Var(duration{&c.delay, time.Second}, "delay", "how long a new triplet is deferred; a bare number is seconds, as in postgrey")
+	fs.Var(duration{&c.retryWindow, 24 * time.Hour}, "retry-window", "how long after first seen a retry still counts; a bare number is days")
+	fs.Var(duration{&c.maxAge, 24 * time.Hour}, "max-age", "how long a passed triplet or whitelisted client is remembered unseen; a bare number is days")
+	fs.Var(duration{&c.touch, time.Second}, "touch-interval", "how often a known triplet's last-seen time is refreshed and logged")
+	fs.IntVar(&c.awlClients, "auto-whitelist-clients", c.awlClients, "pass everything from a client network after this many of its triplets passed (0: off)")
+	fs.Var(duration{&c.awlInterval, time.Second}, "auto-whitelist-interval", "count at most one pass per client network in this long")
+	fs.IntVar(&c.ipv4Prefix, "ipv4-prefix", c.ipv4Prefix, "IPv4 prefix length that makes a client network (32: exact address)")
+	fs.IntVar(&c.ipv6Prefix, "ipv6-prefix", c.ipv6Prefix, "IPv6 prefix length that makes a client network (128: exact address)")
+	fs.BoolVar(&c.rawSender, "no-sender-normalisation", false, "compare senders as sent (lowercased) without unwrapping BATV/SRS or collapsing VERP digits")
+	fs.BoolVar(&c.stripRcptExt, "strip-recipient-extension", false, "drop +extensions from recipients, so user+a@ and user+b@ share a triplet")
+
+	fs.StringVar(&c.fsync, "fsync", c.fsync, "when the log is fsynced: always (before answering), an interval such as 1s (writes before answering, syncs on the interval), or never")
+	fs.Var(duration{&c.snapshotInterval, time.Minute}, "snapshot-interval", "take a snapshot this often (0: only on size, on request and at exit); a bare number is minutes")
+	fs.Var(size{&c.snapshotLogBytes}, "snapshot-wal-size", "take a snapshot once the log has grown this much (0: off)")
+	fs.IntVar(&c.maxEntries, "max-entries", c.maxEntries, "triplets held in memory at most; the oldest pending go first (-1: from available memory, 0: no bound)")
+	fs.IntVar(&c.shards, "shards", c.shards, "lock shards, a power of two; raise it above 256 for more than 100M triplets")
+	fs.Var(&list{v: &c.whitelistClients}, "whitelist-clients", "client whitelist files in postgrey's format, comma-separated; \"builtin\" is the list greyhold ships, \"none\" for none")
+	fs.Var(&list{v: &c.whitelistRcp}, "whitelist-recipients", "recipient whitelist files in postgrey's format; \"builtin\" is postmaster@ and abuse@, \"none\" for none")
+
+	fs.StringVar(&c.greylistAction, "greylist-action", c.greylistAction, "policy action for a defer: DEFER_IF_PERMIT, DEFER, or a 4xx code such as 450 or 451")
+	fs.StringVar(&c.greylistText, "greylist-text", c.greylistText, "text after the action: %s seconds left, %t time left (4m59s), %r recipient domain")
+	fs.StringVar(&c.xGreylistHeader, "x-greylist-header", c.xGreylistHeader, "header added on a triplet's first pass (\"\" for none): %t seconds delayed, %v version, %h host, %d date")
+	fs.StringVar(&c.hostname, "hostname", c.hostname, "host name for the X-Greylist header")
+
+	fs.StringVar(&c.adminToken, "admin-token", "", "bearer token required on HTTP requests that change state; needed to listen beyond loopback")
+	fs.StringVar(&c.adminTokenFile, "admin-token-file", "", "read the admin token from this file (keeps it out of ps)")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ on the HTTP listener (behind the admin token if set)")
+	fs.BoolVar(&c.testClock, "test-clock", false, "tests only: let requests carry their own time (policy_test_time=, \"time\"); refused on non-loopback listeners")
+
+	fs.IntVar(&c.maxConnections, "max-connections", c.maxConnections, "open connections per listener at most")
+	fs.Var(duration{&c.idleTimeout, time.Second}, "idle-timeout", "close a connection idle this long between requests")
+	fs.Var(duration{&c.readTimeout, time.Second}, "read-timeout", "a request, once begun, must arrive whole within this")
+	fs.Var(duration{&c.writeTimeout, time.Second}, "write-timeout", "a reply must be written within this")
+	fs.Var(size{&c.maxRequestBytes}, "max-request-bytes", "largest policy request accepted")
+	fs.Var(size{&c.maxLineBytes}, "max-line-bytes", "longest line accepted (policy attributes and line protocol requests)")
+	fs.Var(size{&c.maxAttrs}, "max-attributes", "most attributes in one policy request")
+	fs.Var(duration{&c.drainDelay, time.Second}, "drain-delay", "on SIGTERM, answer /readyz with 503 this long before closing listeners")
+	fs.Var(duration{&c.shutdownTimeout, time.Second}, "shutdown-timeout", "on SIGTERM, wait at most this long for requests in flight")
+
+	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text (key=value) or json")
+	fs.StringVar(&c.logDecisions, "log-decisions", c.logDecisions, "log each decision: all (as postgrey), defers, or off")
+
+	// postgrey's names, so its command lines carry over.
+	fs.Func("inet", "postgrey: listen on [HOST:]PORT for the policy protocol", func(v string) error {
+		if !strings.Contains(v, ":") {
+			v = "127.0.0.1:" + v
+		}
+		c.policyListen = v
+		return nil
+	})
+	fs.Func("unix", "postgrey: serve the policy protocol on this unix socket", func(v string) error { c.policySocket = v; return nil })
+	fs.Func("dbdir", "postgrey: same as --data-dir", func(v string) error { c.dataDir = v; return nil })
+	fs.Func("ipv4cidr", "postgrey: same as --ipv4-prefix", func(v string) error { return fs.Set("ipv4-prefix", v) })
+	fs.Func("ipv6cidr", "postgrey: same as --ipv6-prefix", func(v string) error { return fs.Set("ipv6-prefix", v) })
+	fs.BoolFunc("lookup-by-host", "postgrey: whole addresses, not networks (--ipv4-prefix=32 --ipv6-prefix=128)", func(string) error {
+		c.ipv4Prefix, c.ipv6Prefix = 32, 128
+		return nil
+	})
+	fs.BoolFunc("lookup-by-subnet", "postgrey: networks (the default)", func(string) error { return nil })
+}
+
+// options builds the packages' options from the flags.
+func (c *serveConfig) options(logger *slog.Logger, reg prometheus.Registerer) (store.Options, error) {
+	o := store.DefaultOptions()
+	o.Engine.Delay = c.delay
+	o.Engine.RetryWindow = c.retryWindow
+	o.Engine.MaxAge = c.maxAge
+	o.Engine.TouchInterval = c.touch
+	o.Engine.AutoWhitelistClients = c.awlClients
+	o.Engine.AutoWhitelistInterval = c.awlInterval
+	o.Engine.Keys.IPv4Prefix = c.ipv4Prefix
+	o.Engine.Keys.IPv6Prefix = c.ipv6Prefix
+	o.Engine.Keys.NoSenderNormalisation = c.rawSender
+	o.Engine.Keys.StripRecipientExtension = c.stripRcptExt
+	o.Engine.Shards = c.shards
+	switch {
+	case c.maxEntries < 0:
+		o.Engine.MaxEntries = store.DefaultMaxEntries()
+	default:
+		o.Engine.MaxEntries = c.maxEntries
+	}
+	if err := o.Engine.Validate(); err != nil {
+		return o, err
+	}
+	mode, err := wal.ParseSyncMode(c.fsync)
+	if err != nil {
+		return o, fmt.Errorf("--fsync: %w", err)
+	}
+	o.Sync = mode
+	o.SnapshotInterval = c.snapshotInterval
+	o.SnapshotLogBytes = c.snapshotLogBytes
+	o.Logger = logger
+	o.Registerer = reg
+	return o, nil
+}
+
+func newLogger(level, format string, out *asyncWriter) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(out, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(out, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func runServe(args []string) int {
+	c := defaultServeConfig()
+	fs := flag.NewFlagSet("greyhold serve", flag.ContinueOnError)
+	c.flags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: greyhold serve [flags]\n\nRuns the greylisting server. Every flag can also be set as GREYHOLD_<NAME> in\nthe environment (GREYHOLD_DELAY=5m) or in a --config file (delay = 5m).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "greyhold serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	cfgPath := c.configFile
+	if cfgPath == "" {
+		cfgPath = os.Getenv(envName("config"))
+	}
+	var file map[string]string
+	if cfgPath != "" {
+		f, err := os.Open(cfgPath)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "greyhold serve: %v\n", err)
+			return 2
+		}
+		file, err = readConfigFile(f, cfgPath)
+		f.Close()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "greyhold serve: %v\n", err)
+			return 2
+		}
+		delete(file, "config")
+	}
+	if err := applySources(fs, file, cfgPath); err != nil {
+		fmt.Fprintf(os.Stderr, "greyhold serve: %v\n", err)
+		return 2
+	}
+
+	out := newAsyncWriter(os.Stderr)
+	defer out.Close()
+	logger, err := newLogger(c.logLevel, c.logFormat, out)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "greyhold serve: %v\n", err)
+		return 2
+	}
+	if err := serve(&c, logger); err != nil {
+		logger.Error("greyhold stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(c *serveConfig, logger *slog.Logger) error {
+	token := c.adminToken
+	if c.adminTokenFile != "" {
+		b, err := os.ReadFile(c.adminTokenFile)
+		if err != nil {
+			return fmt.Errorf("--admin-token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	decisions, err := server.ParseDecisionLog(c.logDecisions)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "greyhold_build_info", Help: "Always 1; the version is a label.", ConstLabels: prometheus.Labels{"version": version},
+	}, func() float64 { return 1 }))
+
+	opts, err := c.options(logger, reg)
+	if err != nil {
+		return err
+	}
+	loadWL := func() (*whitelist.Set, error) { return whitelist.LoadFiles(c.whitelistClients, c.whitelistRcp) }
+	wl, err := loadWL()
+	if err != nil {
+		return err
+	}
+
+	logger.Info("starting greyhold", "version", version, "data_dir", c.dataDir, "delay", c.delay, "retry_window", c.retryWindow,
+		"max_age", c.maxAge, "auto_whitelist_clients", c.awlClients, "keys", opts.Engine.Keys.String(), "fsync", opts.Sync.String(),
+		"max_entries", opts.Engine.MaxEntries)
+	start := time.Now()
+	st, err := store.Open(c.dataDir, opts)
+	if err != nil {
+		return err
+	}
+	logger.Info("recovery done", "duration", time.Since(start).Round(time.Millisecond))
+
+	srv, err := server.New(server.Config{
+		Store:        st,
+		PolicyListen: c.policyListen,
+		PolicySocket: c.policySocket,
+		LineListen:   c.lineListen,
+		HTTPListen:   c.httpListen,
+		Replies: server.ReplyOptions{
+			Action: c.greylistAction, Text: c.greylistText, Header: c.xGreylistHeader,
+			Host: c.hostname, Version: version,
+		},
+		Limits:         server.Limits{RequestBytes: int(c.maxRequestBytes), Attributes: int(c.maxAttrs), LineBytes: int(c.maxLineBytes)},
+		MaxConnections: c.maxConnections,
+		IdleTimeout:    c.idleTimeout,
+		ReadTimeout:    c.readTimeout,
+		WriteTimeout:   c.writeTimeout,
+		AdminToken:     token,
+		TestClock:      c.testClock,
+		DrainDelay:     c.drainDelay,
+		Pprof:          c.pprof,
+		Whitelist:      wl,
+		WhitelistLoad:  loadWL,
+		DecisionLog:    decisions,
+		Logger:         logger,
+		Registry:       reg,
+	})
+	if err == nil {
+		err = srv.Start()
+	}
+	if err != nil {
+		if cerr := st.Close(); cerr != nil {
+			logger.Error("closing the store", "err", cerr)
+		}
+		return err
+	}
+	if c.testClock {
+		logger.Warn("--test-clock is on: requests may set their own time; never run so in production")
+	}
+
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	for s := range sig {
+		if s == syscall.SIGHUP {
+			if _, err := srv.ReloadWhitelist(); err == nil {
+				logger.Info("reloaded whitelists on SIGHUP")
+			}
+			continue
+		}
+		logger.Info("shutting down", "signal", s.String())
+		break
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer cancel()
+	var errs []error
+	if err := srv.Shutdown(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := st.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("closing the store: %w", err))
+	}
+	if len(errs) == 0 {
+		logger.Info("stopped cleanly", "final_snapshot", "written")
+	}
+	return errors.Join(errs...)
+}

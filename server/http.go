@@ -1,0 +1,517 @@
+package server
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fastjson"
+
+	"github.com/greyhold/greyhold/engine"
+	"github.com/greyhold/greyhold/store"
+	"github.com/greyhold/greyhold/whitelist"
+)
+
+// The HTTP API (see README.md for the full reference):
+//
+//	POST   /v1/check             one check: JSON object in, decision out
+//	POST   /v1/check/batch       an array of checks in, an array out
+//	GET    /v1/stats             state, log and snapshot figures
+//	POST   /v1/snapshot          write a snapshot now
+//	GET    /v1/whitelist         rules in force
+//	POST   /v1/whitelist         add a rule {"kind": ..., "value": ...}
+//	DELETE /v1/whitelist         remove one (same body, or ?kind=&value=)
+//	POST   /v1/whitelist/reload  read the whitelist files again
+//	GET    /healthz              200 while the process runs
+//	GET    /readyz               200 once recovery is done, 503 while draining
+//	GET    /metrics              Prometheus exposition format
+
+func (s *Server) newHTTPServer() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler: s.HTTPHandler(),
+		Name:    "greyhold",
+		// Body timeouts would cut a large batch on a slow link; 30 s is
+		// far more than a batch of 1000 needs and far less than a stuck
+		// client should hold a connection.
+		ReadTimeout:        30 * time.Second,
+		WriteTimeout:       30 * time.Second,
+		IdleTimeout:        s.cfg.IdleTimeout,
+		MaxRequestBodySize: s.cfg.HTTPMaxBody,
+		Concurrency:        4096,
+		ReduceMemoryUsage:  true,
+		Logger:             httpLogger{s},
+		CloseOnShutdown:    true,
+	}
+}
+
+type httpLogger struct{ s *Server }
+
+func (l httpLogger) Printf(format string, args ...any) {
+	l.s.log.Warn("http: " + strings.TrimSpace(fmt.Sprintf(format, args...)))
+}
+
+var parsers fastjson.ParserPool
+
+func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx, metrics fasthttp.RequestHandler) {
+	start := time.Now()
+	defer func() {
+		if v := recover(); v != nil {
+			s.m.errors.WithLabelValues("internal").Inc()
+			s.log.Error("http handler panicked; answered 500", "path", string(ctx.Path()), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			ctx.ResetBody()
+			jsonError(ctx, fasthttp.StatusInternalServerError, "internal error", "")
+		}
+	}()
+	path := string(ctx.Path())
+	method := string(ctx.Method())
+	switch path {
+	case "/v1/check", "/v1/check/batch":
+		if !s.allow(ctx, method, "POST") {
+			return
+		}
+		if path == "/v1/check" {
+			s.httpCheck(ctx)
+		} else {
+			s.httpBatch(ctx)
+		}
+		s.m.httpDur.Observe(time.Since(start).Seconds())
+	case "/v1/stats":
+		if s.allow(ctx, method, "GET") {
+			s.httpStats(ctx)
+		}
+	case "/v1/snapshot":
+		if s.allow(ctx, method, "POST") {
+			s.httpSnapshot(ctx)
+		}
+	case "/v1/whitelist":
+		if s.allow(ctx, method, "GET", "POST", "DELETE") {
+			s.httpWhitelist(ctx, method)
+		}
+	case "/v1/whitelist/reload":
+		if s.allow(ctx, method, "POST") {
+			s.httpReload(ctx)
+		}
+	case "/healthz":
+		ctx.SetContentType("text/plain; charset=utf-8")
+		ctx.SetBodyString("ok\n")
+	case "/readyz":
+		ctx.SetContentType("text/plain; charset=utf-8")
+		if s.ready.Load() && !s.stopping.Load() {
+			ctx.SetBodyString("ready\n")
+		} else {
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			ctx.SetBodyString("not ready\n")
+		}
+	case "/metrics":
+		metrics(ctx)
+	default:
+		jsonError(ctx, fasthttp.StatusNotFound, "no such endpoint: "+path, "")
+	}
+}
+
+// allow checks the method, and the bearer token for anything that changes
+// state when a token is configured.
+func (s *Server) allow(ctx *fasthttp.RequestCtx, method string, allowed ...string) bool {
+	ok := false
+	for _, m := range allowed {
+		ok = ok || m == method
+	}
+	if !ok {
+		ctx.Response.Header.Set("Allow", strings.Join(allowed, ", "))
+		jsonError(ctx, fasthttp.StatusMethodNotAllowed, "method "+method+" not allowed here; use "+strings.Join(allowed, " or "), "")
+		return false
+	}
+	return method == "GET" || s.authorized(ctx)
+}
+
+// authorized checks the bearer token when one is configured, answering
+// 401 when it is missing or wrong.
+func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
+	if s.cfg.AdminToken == "" {
+		return true
+	}
+	auth := ctx.Request.Header.Peek("Authorization")
+	token, found := bytes.CutPrefix(auth, []byte("Bearer "))
+	if !found || subtle.ConstantTimeCompare(token, []byte(s.cfg.AdminToken)) != 1 {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="greyhold"`)
+		jsonError(ctx, fasthttp.StatusUnauthorized, "this endpoint needs Authorization: Bearer <admin token>", "")
+		return false
+	}
+	return true
+}
+
+func jsonError(ctx *fasthttp.RequestCtx, code int, msg, field string) {
+	ctx.SetStatusCode(code)
+	ctx.SetContentType("application/json")
+	var o jsonObject
+	o.begin(nil)
+	o.str("error", msg)
+	if field != "" {
+		o.str("field", field)
+	}
+	ctx.SetBody(append(o.end(), '\n'))
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		jsonError(ctx, fasthttp.StatusInternalServerError, err.Error(), "")
+		return
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(b, '\n'))
+}
+
+// fieldError names the member a check object got wrong.
+type fieldError struct{ field, msg string }
+
+func (e *fieldError) Error() string { return e.field + ": " + e.msg }
+
+// parseCheck reads one check object. The strings point into the parser's
+// buffer, valid until it parses again; nothing is allocated unless the
+// object is wrong.
+func (s *Server) parseCheck(v *fastjson.Value) (engine.Request, int64, error) {
+	var req engine.Request
+	o, err := v.Object()
+	if err != nil {
+		return req, 0, &fieldError{"", "want a JSON object with client_address, sender and recipient"}
+	}
+	var ferr error
+	var t int64
+	o.Visit(func(k []byte, v *fastjson.Value) {
+		if ferr != nil {
+			return
+		}
+		var dst *string
+		switch string(k) {
+		case "client_address":
+			dst = &req.ClientAddr
+		case "client_name":
+			dst = &req.ClientName
+		case "sender":
+			dst = &req.Sender
+		case "recipient":
+			dst = &req.Recipient
+		case "time":
+			if !s.cfg.TestClock {
+				ferr = &fieldError{"time", "only accepted with --test-clock"}
+				return
+			}
+			n, err := v.Int64()
+			if err != nil || n <= 0 {
+				ferr = &fieldError{"time", "want Unix seconds"}
+				return
+			}
+			t = n
+			return
+		default:
+			ferr = &fieldError{string(k), "unknown field (known: client_address, client_name, sender, recipient, time)"}
+			return
+		}
+		b, err := v.StringBytes()
+		if err != nil {
+			ferr = &fieldError{string(k), "want a string"}
+			return
+		}
+		*dst = str(b)
+	})
+	if ferr != nil {
+		return req, 0, ferr
+	}
+	switch {
+	case req.ClientAddr == "":
+		return req, 0, &fieldError{"client_address", "missing"}
+	case req.Recipient == "":
+		return req, 0, &fieldError{"recipient", "missing"}
+	}
+	if req.ClientName == "" {
+		req.ClientName = "unknown"
+	}
+	return req, t, nil
+}
+
+// appendDecision appends the JSON answer to one check.
+func (s *Server) appendDecision(dst []byte, req *engine.Request, r *store.Result) []byte {
+	var o jsonObject
+	o.begin(dst)
+	if r.Err != nil {
+		field := ""
+		switch {
+		case errors.Is(r.Err, engine.ErrBadClientAddress):
+			field = "client_address"
+		case errors.Is(r.Err, engine.ErrNoRecipient):
+			field = "recipient"
+		}
+		o.str("error", errorWhy(r.Err))
+		if field != "" {
+			o.str("field", field)
+		}
+		return o.end()
+	}
+	o.str("verdict", r.Verdict.String())
+	o.str("reason", r.Reason.String())
+	switch {
+	case r.Verdict == engine.Defer:
+		o.uint("seconds_left", uint64(r.Left))
+		o.str("action", s.replies.action)
+		o.key("text")
+		o.b = appendJSONString(o.b, str(s.replies.appendText(nil, r.Left, req.Recipient)))
+	case r.Reason == engine.ReasonPassed:
+		o.uint("delayed", uint64(r.Delayed))
+		if h, ok := s.replies.appendHeader(nil, r.Delayed, time.Now()); ok {
+			o.key("header")
+			o.b = appendJSONString(o.b, str(h))
+		}
+	}
+	return o.end()
+}
+
+type httpBatch struct {
+	reqs    []engine.Request
+	results []store.Result
+	errs    []error
+	out     []byte
+}
+
+var batches = sync.Pool{New: func() any { return &httpBatch{} }}
+
+// parseBody parses the request body as JSON with a pooled parser, which
+// the caller returns once done with the values; on bad JSON it answers 400
+// and returns nil.
+func parseBody(ctx *fasthttp.RequestCtx) (*fastjson.Parser, *fastjson.Value) {
+	p := parsers.Get()
+	v, err := p.ParseBytes(ctx.PostBody())
+	if err != nil {
+		parsers.Put(p)
+		jsonError(ctx, fasthttp.StatusBadRequest, "body is not JSON: "+err.Error(), "")
+		return nil, nil
+	}
+	return p, v
+}
+
+func (s *Server) httpCheck(ctx *fasthttp.RequestCtx) {
+	p, v := parseBody(ctx)
+	if p == nil {
+		return
+	}
+	defer parsers.Put(p)
+	req, t, err := s.parseCheck(v)
+	if err != nil {
+		var fe *fieldError
+		errors.As(err, &fe)
+		jsonError(ctx, fasthttp.StatusBadRequest, err.Error(), fe.field)
+		return
+	}
+	var res store.Result
+	res.Decision, res.Err = s.st.CheckAt(s.now(t), &req)
+	s.noteOutcome("http", &req, res.Decision, res.Err)
+	if res.Err == nil {
+		s.logDecision("http", &req, res.Decision, nil)
+	} else if isBadRequest(res.Err) {
+		ctx.SetStatusCode(fasthttp.StatusBadRequest)
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(s.appendDecision(nil, &req, &res), '\n'))
+}
+
+// httpBatch decides an array of checks with one log append. Items that do
+// not parse get an error object in their place; the rest are decided.
+func (s *Server) httpBatch(ctx *fasthttp.RequestCtx) {
+	p, v := parseBody(ctx)
+	if p == nil {
+		return
+	}
+	defer parsers.Put(p)
+	items, err := v.Array()
+	if err != nil {
+		jsonError(ctx, fasthttp.StatusBadRequest, "want a JSON array of check objects", "")
+		return
+	}
+	b := batches.Get().(*httpBatch)
+	defer func() {
+		clear(b.reqs)
+		b.reqs, b.results, b.errs = b.reqs[:0], b.results[:0], b.errs[:0]
+		batches.Put(b)
+	}()
+	var t int64
+	for i, item := range items {
+		req, it, err := s.parseCheck(item)
+		if err == nil && i > 0 && it != t {
+			err = &fieldError{"time", "every check of a batch must have the same time"}
+		}
+		if i == 0 {
+			t = it
+		}
+		b.reqs = append(b.reqs, req)
+		b.errs = append(b.errs, err)
+	}
+	// Decide the good ones together; the bad ones hold their place.
+	good := b.reqs[:0:0]
+	for i := range b.reqs {
+		if b.errs[i] == nil {
+			good = append(good, b.reqs[i])
+		}
+	}
+	b.results = s.st.CheckBatch(s.now(t), good, b.results[:0])
+	out := append(b.out[:0], '[')
+	j := 0
+	for i := range b.reqs {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		if err := b.errs[i]; err != nil {
+			var fe *fieldError
+			errors.As(err, &fe)
+			var o jsonObject
+			o.begin(out)
+			o.str("error", err.Error())
+			if fe.field != "" {
+				o.str("field", fe.field)
+			}
+			out = o.end()
+			continue
+		}
+		r := &b.results[j]
+		s.noteOutcome("http", &good[j], r.Decision, r.Err)
+		if r.Err == nil {
+			s.logDecision("http", &good[j], r.Decision, nil)
+		}
+		out = s.appendDecision(out, &good[j], r)
+		j++
+	}
+	out = append(out, ']', '\n')
+	ctx.SetContentType("application/json")
+	ctx.SetBody(out)
+	b.out = out
+}
+
+func (s *Server) httpStats(ctx *fasthttp.RequestCtx) {
+	st := s.st.Stats()
+	e := st.Engine
+	decisions := map[string]uint64{}
+	for _, r := range engine.Reasons() {
+		decisions[r.String()] = e.Decided(r)
+	}
+	out := map[string]any{
+		"triplets":        map[string]int{"pending": e.Pending, "passed": e.Passed, "total": e.Triplets},
+		"clients":         map[string]int{"counted": e.Clients, "whitelisted": e.Listed},
+		"decisions":       decisions,
+		"evicted":         e.Evicted,
+		"expired":         e.Expired,
+		"whitelist_rules": e.Rules,
+		"wal": map[string]any{
+			"first_index": st.WAL.FirstIndex, "last_index": st.WAL.LastIndex, "segments": st.WAL.Segments,
+			"disk_bytes": st.WAL.DiskBytes, "frames_written": st.WAL.Frames, "records_written": st.WAL.Records,
+			"syncs": st.WAL.Syncs, "failed": st.WAL.Failed,
+		},
+		"not_logged":        st.NotLogged,
+		"snapshot_failures": st.SnapshotFailures,
+		"recovery": map[string]any{
+			"snapshot": st.Recovery.Snapshot, "snapshot_wal_index": st.Recovery.SnapshotIndex,
+			"frames_replayed": st.Recovery.Frames, "records_replayed": st.Recovery.Records,
+			"snapshot_seconds": st.Recovery.SnapshotTime.Seconds(), "replay_seconds": st.Recovery.ReplayTime.Seconds(),
+			"broken_snapshots": st.Recovery.BrokenSnapshots,
+		},
+	}
+	if ls := st.LastSnapshot; ls != nil {
+		out["last_snapshot"] = map[string]any{
+			"path": ls.Path, "wal_index": ls.WALIndex, "at": ls.At.UTC().Format(time.RFC3339),
+			"seconds": ls.Duration.Seconds(), "bytes": ls.Bytes, "triplets": ls.Triplets,
+		}
+	}
+	writeJSON(ctx, out)
+}
+
+func (s *Server) httpSnapshot(ctx *fasthttp.RequestCtx) {
+	info, err := s.st.Snapshot()
+	if err != nil {
+		s.log.Error("snapshot on request failed", "err", err)
+		jsonError(ctx, fasthttp.StatusInternalServerError, "snapshot failed: "+err.Error(), "")
+		return
+	}
+	writeJSON(ctx, map[string]any{"path": info.Path, "wal_index": info.WALIndex, "bytes": info.Bytes,
+		"triplets": info.Triplets, "seconds": info.Duration.Seconds()})
+}
+
+type ruleJSON struct {
+	Kind  string `json:"kind"`
+	Value string `json:"value"`
+	Added string `json:"added,omitempty"`
+}
+
+func (s *Server) httpWhitelist(ctx *fasthttp.RequestCtx, method string) {
+	if method == "GET" {
+		rules := []ruleJSON{}
+		for _, r := range s.st.Rules() {
+			rules = append(rules, ruleJSON{Kind: r.Kind.String(), Value: r.Value, Added: r.Added.Time().Format(time.RFC3339)})
+		}
+		writeJSON(ctx, map[string]any{"rules": rules, "files": fileList(s.wl.Load())})
+		return
+	}
+	var in ruleJSON
+	if body := ctx.PostBody(); len(bytes.TrimSpace(body)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&in); err != nil {
+			jsonError(ctx, fasthttp.StatusBadRequest, "want {\"kind\": ..., \"value\": ...}: "+err.Error(), "")
+			return
+		}
+	} else {
+		in.Kind = string(ctx.QueryArgs().Peek("kind"))
+		in.Value = string(ctx.QueryArgs().Peek("value"))
+	}
+	kind, err := engine.ParseRuleKind(in.Kind)
+	if err != nil {
+		jsonError(ctx, fasthttp.StatusBadRequest, err.Error(), "kind")
+		return
+	}
+	changed, err := s.st.SetRule(engine.Rule{Kind: kind, Value: in.Value}, method == "POST")
+	switch {
+	case errors.Is(err, engine.ErrBadRule):
+		jsonError(ctx, fasthttp.StatusBadRequest, err.Error(), "value")
+		return
+	case err != nil:
+		s.log.Error("whitelist change not logged", "err", err)
+		jsonError(ctx, fasthttp.StatusInternalServerError, err.Error(), "")
+		return
+	}
+	verb := "added"
+	if method == "DELETE" {
+		verb = "removed"
+	}
+	if changed {
+		s.log.Info("whitelist rule "+verb, "kind", kind.String(), "value", in.Value, "peer", ctx.RemoteAddr().String())
+	}
+	writeJSON(ctx, map[string]any{"changed": changed, "kind": kind.String(), "value": in.Value})
+}
+
+func (s *Server) httpReload(ctx *fasthttp.RequestCtx) {
+	w, err := s.ReloadWhitelist()
+	if err != nil {
+		jsonError(ctx, fasthttp.StatusInternalServerError, "reload failed, previous lists kept: "+err.Error(), "")
+		return
+	}
+	writeJSON(ctx, map[string]any{"files": fileList(w)})
+}
+
+// fileList describes the whitelist files read, for the API.
+func fileList(w *whitelist.Set) []map[string]any {
+	files := []map[string]any{}
+	if w != nil {
+		for _, f := range w.Files {
+			files = append(files, map[string]any{"path": f.Path, "kind": f.Kind, "entries": f.Entries, "skipped": f.Skipped})
+		}
+	}
+	return files
+}
+
+func isBadRequest(err error) bool {
+	return errors.Is(err, engine.ErrBadClientAddress) || errors.Is(err, engine.ErrNoRecipient)
+}

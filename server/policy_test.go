@@ -1,0 +1,81 @@
+package server
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParsePolicy(t *testing.T) {
+	lim := Limits{RequestBytes: 4096, Attributes: 40, LineBytes: 256}
+	f := func(in string, wantN int, wantErr string, check func(*policyRequest)) {
+		t.Helper()
+		var r policyRequest
+		n, err := parsePolicy([]byte(in), &lim, &r)
+		switch {
+		case wantErr != "":
+			if err == nil || !errors.Is(err, errProtocol) || !strings.Contains(err.Error(), wantErr) {
+				t.Errorf("parse(%q) = %d, %v; want error %q", in, n, err, wantErr)
+			}
+			return
+		case err != nil || n != wantN:
+			t.Errorf("parse(%q) = %d, %v; want %d bytes", in, n, err, wantN)
+			return
+		}
+		if check != nil {
+			check(&r)
+		}
+	}
+	req := policy("192.0.2.10", "alice@sender.example", "rcpt@example.test")
+	f(req, len(req), "", func(r *policyRequest) {
+		if string(r.clientAddress) != "192.0.2.10" || string(r.sender) != "alice@sender.example" || string(r.recipient) != "rcpt@example.test" ||
+			string(r.protocolState) != "RCPT" || string(r.request) != "smtpd_access_policy" || r.attrs != 29 || !r.hasSender {
+			t.Errorf("fields: %+v", r)
+		}
+	})
+	// Incomplete: no error, nothing taken, at every cut.
+	for i := 0; i < len(req); i++ {
+		f(req[:i], 0, "", nil)
+	}
+	// Two pipelined: the first only.
+	f(req+req, len(req), "", nil)
+	// An empty value is a value; the empty sender is present.
+	f("sender=\nrecipient=a@b\n\n", 23, "", func(r *policyRequest) {
+		if !r.hasSender || len(r.sender) != 0 {
+			t.Errorf("empty sender: %+v", r)
+		}
+	})
+	// A value may hold '=' (SRS, BATV).
+	f("sender=SRS0=a=b=c=d@e\n\n", 23, "", func(r *policyRequest) {
+		if string(r.sender) != "SRS0=a=b=c=d@e" {
+			t.Errorf("sender %q", r.sender)
+		}
+	})
+	// CRLF from telnet users.
+	f("recipient=a@b\r\n\r\n", 17, "", func(r *policyRequest) {
+		if string(r.recipient) != "a@b" {
+			t.Errorf("recipient %q", r.recipient)
+		}
+	})
+	f("\n", 0, "empty request", nil)
+	f("noequals\n\n", 0, "attribute without name=value", nil)
+	f("=value\n\n", 0, "attribute without name=value", nil)
+	f(strings.Repeat("a=b\n", 41)+"\n", 0, "more attributes", nil)
+	f("a="+strings.Repeat("x", 300)+"\n\n", 0, "line longer", nil)
+	f("a="+strings.Repeat("x", 300), 0, "line longer", nil) // before its end arrives
+	f(strings.Repeat("a="+strings.Repeat("y", 240)+"\n", 20), 0, "request larger", nil)
+	f("sender=a\x00b\n\n", 0, "NUL byte", nil)
+}
+
+func BenchmarkParsePolicy(b *testing.B) {
+	req := []byte(policy("192.0.2.10", "alice@sender.example", "rcpt@example.test"))
+	lim := DefaultLimits()
+	var r policyRequest
+	b.SetBytes(int64(len(req)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if n, err := parsePolicy(req, &lim, &r); n != len(req) || err != nil {
+			b.Fatal(n, err)
+		}
+	}
+}

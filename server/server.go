@@ -1,0 +1,501 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"github.com/greyhold/greyhold/engine"
+	"github.com/greyhold/greyhold/store"
+	"github.com/greyhold/greyhold/whitelist"
+)
+
+// DecisionLog says which decisions get a log line.
+type DecisionLog int
+
+// Decision log levels.
+const (
+	LogAll    DecisionLog = iota // every decision, as postgrey logs
+	LogDefers                    // only defers
+	LogOff                       // none
+)
+
+// ParseDecisionLog reads all, defers or off.
+func ParseDecisionLog(s string) (DecisionLog, error) {
+	switch s {
+	case "all":
+		return LogAll, nil
+	case "defers":
+		return LogDefers, nil
+	case "off", "none":
+		return LogOff, nil
+	}
+	return 0, fmt.Errorf("decision log %q: want all, defers or off", s)
+}
+
+// Config is everything a Server needs. Zero durations and limits take the
+// documented defaults.
+type Config struct {
+	Store *store.Store
+
+	// Listen addresses; "" turns a listener off.
+	PolicyListen string // default 127.0.0.1:10023
+	PolicySocket string // a unix socket for Postfix, e.g. /var/spool/postfix/private/greyhold
+	LineListen   string // default 127.0.0.1:10025
+	HTTPListen   string // default 127.0.0.1:10024
+
+	Replies ReplyOptions
+	Limits  Limits
+
+	// MaxConnections caps open connections per listener (policy, socket,
+	// line). Postfix opens one per smtpd process; 16384 covers a big MX.
+	MaxConnections int
+	// IdleTimeout closes a connection with no request in progress after
+	// this long. Postfix closes its own after smtpd_policy_service_max_idle
+	// (300 s), so the default of 10 minutes never cuts one Postfix uses.
+	IdleTimeout time.Duration
+	// ReadTimeout bounds how long a request, once started, may take to
+	// arrive whole, so a slow client cannot hold a connection's worker.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing a reply.
+	WriteTimeout time.Duration
+
+	// AdminToken, when set, is required as "Authorization: Bearer <token>"
+	// on every HTTP request that changes state. Without it the HTTP
+	// listener only binds loopback addresses.
+	AdminToken string
+	// TestClock lets requests carry their own time (policy_test_time, the
+	// line protocol's @time, the API's "time"), for tests that must not
+	// wait out a delay. Only on loopback listeners.
+	TestClock bool
+	// HTTPMaxBody caps an HTTP request body (a batch of 1000 checks is
+	// about 150 KiB).
+	HTTPMaxBody int
+	// DrainDelay keeps /readyz answering 503 this long before listeners
+	// close, so load balancers stop sending first.
+	DrainDelay time.Duration
+	// Pprof serves Go's profiler under /debug/pprof/ on the HTTP listener
+	// (behind the admin token when there is one), to find where CPU goes
+	// under real load.
+	Pprof bool
+
+	Whitelist     *whitelist.Set
+	WhitelistLoad func() (*whitelist.Set, error) // for reloads; nil: none
+
+	DecisionLog DecisionLog
+	Logger      *slog.Logger
+	Registry    *prometheus.Registry
+}
+
+func (c *Config) setDefaults() {
+	if c.Limits.RequestBytes == 0 {
+		c.Limits = DefaultLimits()
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = 16384
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 10 * time.Minute
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.HTTPMaxBody == 0 {
+		c.HTTPMaxBody = 8 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Server answers greylisting questions over the policy protocol, the
+// compact line protocol and HTTP.
+type Server struct {
+	cfg     Config
+	st      *store.Store
+	replies *Replies
+	log     *slog.Logger
+	m       *metrics
+
+	listeners []net.Listener
+	protos    map[net.Listener]string
+	http      *fasthttp.Server
+	httpLn    net.Listener
+
+	connMu   sync.Mutex
+	conns    map[net.Conn]struct{}
+	wg       sync.WaitGroup
+	stopping atomic.Bool
+	ready    atomic.Bool
+
+	wl atomic.Pointer[whitelist.Set]
+}
+
+// New checks the configuration and builds a server; Start binds it.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.Store == nil {
+		return nil, errors.New("server: no store")
+	}
+	r, err := NewReplies(cfg.Replies)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, st: cfg.Store, replies: r, log: cfg.Logger.With("component", "server"), conns: map[net.Conn]struct{}{}, protos: map[net.Listener]string{}}
+	if cfg.Whitelist != nil {
+		s.setWhitelist(cfg.Whitelist)
+	}
+	s.m = newMetrics(s, cfg.Registry)
+	return s, nil
+}
+
+func (s *Server) setWhitelist(w *whitelist.Set) {
+	s.wl.Store(w)
+	s.st.Engine().SetStatic(w)
+}
+
+// ReloadWhitelist reads the whitelist files again (SIGHUP and the API call
+// it). On error the old lists stay in force.
+func (s *Server) ReloadWhitelist() (*whitelist.Set, error) {
+	if s.cfg.WhitelistLoad == nil {
+		return nil, errors.New("no whitelist files configured")
+	}
+	w, err := s.cfg.WhitelistLoad()
+	if err != nil {
+		s.log.Error("whitelist reload failed; the previous lists stay in force", "err", err)
+		return nil, err
+	}
+	s.setWhitelist(w)
+	s.logWhitelist(w, "whitelist reloaded")
+	return w, nil
+}
+
+func (s *Server) logWhitelist(w *whitelist.Set, msg string) {
+	for _, f := range w.Files {
+		s.log.Info(msg, "file", f.Path, "kind", f.Kind, "entries", f.Entries, "skipped", len(f.Skipped))
+		for _, sk := range f.Skipped {
+			s.log.Warn("whitelist entry skipped", "file", f.Path, "entry", sk)
+		}
+	}
+}
+
+// isLoopback reports whether a listen address only binds loopback.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// Start binds every configured listener and begins serving. It fails
+// before serving anything if one cannot be bound.
+func (s *Server) Start() error {
+	c := &s.cfg
+	for _, a := range []string{c.PolicyListen, c.LineListen, c.HTTPListen} {
+		if c.TestClock && a != "" && !isLoopback(a) {
+			return fmt.Errorf("--test-clock lets clients set the time; refusing to listen on %s, which is not loopback", a)
+		}
+	}
+	if c.HTTPListen != "" && c.AdminToken == "" && !isLoopback(c.HTTPListen) {
+		return fmt.Errorf("the HTTP API changes greylisting state; refusing to listen on %s without --admin-token (loopback needs none)", c.HTTPListen)
+	}
+	if c.TestClock && c.PolicySocket != "" {
+		return errors.New("--test-clock is for loopback TCP tests; do not combine it with --policy-socket")
+	}
+	fail := func(err error) error {
+		for _, l := range s.listeners {
+			l.Close()
+		}
+		if s.httpLn != nil {
+			s.httpLn.Close()
+		}
+		return err
+	}
+	if c.PolicyListen != "" {
+		l, err := net.Listen("tcp", c.PolicyListen)
+		if err != nil {
+			return fail(fmt.Errorf("policy listener: %w", err))
+		}
+		s.serveConns(l, "policy", s.servePolicy)
+	}
+	if c.PolicySocket != "" {
+		if fi, err := os.Lstat(c.PolicySocket); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(c.PolicySocket) // a socket left by a server that died
+		}
+		l, err := net.Listen("unix", c.PolicySocket)
+		if err != nil {
+			return fail(fmt.Errorf("policy socket: %w", err))
+		}
+		// Postfix's smtpd runs as its own user: let the group in.
+		if err := os.Chmod(c.PolicySocket, 0o660); err != nil {
+			return fail(fmt.Errorf("policy socket: %w", err))
+		}
+		s.serveConns(l, "policy", s.servePolicy)
+	}
+	if c.LineListen != "" {
+		l, err := net.Listen("tcp", c.LineListen)
+		if err != nil {
+			return fail(fmt.Errorf("line listener: %w", err))
+		}
+		s.serveConns(l, "line", s.serveLine)
+	}
+	if c.HTTPListen != "" {
+		l, err := net.Listen("tcp", c.HTTPListen)
+		if err != nil {
+			return fail(fmt.Errorf("http listener: %w", err))
+		}
+		s.httpLn = l
+		s.http = s.newHTTPServer()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.http.Serve(l); err != nil && !s.stopping.Load() {
+				s.log.Error("http listener stopped", "err", err)
+			}
+		}()
+	}
+	if w := s.wl.Load(); w != nil {
+		s.logWhitelist(w, "whitelist loaded")
+	}
+	s.ready.Store(true)
+	for _, l := range s.listeners {
+		s.log.Info("listening", "addr", l.Addr().String())
+	}
+	if s.httpLn != nil {
+		s.log.Info("listening", "addr", s.httpLn.Addr().String(), "protocol", "http")
+	}
+	return nil
+}
+
+// Addr returns the bound address of the named listener ("policy", "line",
+// "http"), for tests that listen on port 0; nil if it is off.
+func (s *Server) Addr(name string) net.Addr {
+	if name == "http" {
+		if s.httpLn != nil {
+			return s.httpLn.Addr()
+		}
+		return nil
+	}
+	for _, l := range s.listeners {
+		if l.Addr().Network() == "tcp" && s.protos[l] == name {
+			return l.Addr()
+		}
+	}
+	return nil
+}
+
+// serveConns accepts connections on l and runs handle for each, up to
+// MaxConnections at once.
+func (s *Server) serveConns(l net.Listener, proto string, handle func(net.Conn)) {
+	s.listeners = append(s.listeners, l)
+	s.protos[l] = proto
+	open := s.m.connsOpen.WithLabelValues(proto)
+	total := s.m.connsTotal.WithLabelValues(proto)
+	refused := s.m.limitHits.WithLabelValues("connections")
+	var n atomic.Int64
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		var lastWarn time.Time
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				if s.stopping.Load() {
+					return
+				}
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				// Out of file descriptors and the like: back off a little
+				// rather than spin.
+				s.log.Error("accept failed", "listener", proto, "err", err)
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			total.Inc()
+			if n.Load() >= int64(s.cfg.MaxConnections) {
+				refused.Inc()
+				c.Close()
+				if time.Since(lastWarn) > 10*time.Second {
+					lastWarn = time.Now()
+					s.log.Warn("connection limit reached; refusing new connections (raise --max-connections if this is real load)",
+						"listener", proto, "limit", s.cfg.MaxConnections)
+				}
+				continue
+			}
+			n.Add(1)
+			open.Inc()
+			s.track(c, true)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer func() {
+					s.track(c, false)
+					c.Close()
+					open.Dec()
+					n.Add(-1)
+				}()
+				handle(c)
+			}()
+		}
+	}()
+}
+
+func (s *Server) track(c net.Conn, add bool) {
+	s.connMu.Lock()
+	if add {
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+	s.connMu.Unlock()
+}
+
+// shutdownGrace is how long an idle connection may still start a request
+// once shutdown begins: long enough for one Postfix had already sent.
+const shutdownGrace = 250 * time.Millisecond
+
+// Shutdown stops accepting, lets requests already read finish and be
+// answered, closes every connection and waits, up to ctx's deadline. It
+// does not close the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.ready.Store(false)
+	if d := s.cfg.DrainDelay; d > 0 {
+		s.log.Info("draining: /readyz answers 503", "for", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+	s.stopping.Store(true)
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	if s.cfg.PolicySocket != "" {
+		os.Remove(s.cfg.PolicySocket)
+	}
+	// A connection waiting for its next request closes after a short
+	// grace, in which a request already on its way is still read; one that
+	// is reading a request finishes it, answers and then closes.
+	s.connMu.Lock()
+	for c := range s.conns {
+		c.SetReadDeadline(time.Now().Add(shutdownGrace))
+	}
+	s.connMu.Unlock()
+	var errs []error
+	if s.http != nil {
+		if err := s.http.ShutdownWithContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w (raise --shutdown-timeout if requests are slow to finish)", err))
+		}
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.connMu.Lock()
+		n := len(s.conns)
+		for c := range s.conns {
+			c.Close()
+		}
+		s.connMu.Unlock()
+		errs = append(errs, fmt.Errorf("%d connections still busy at the shutdown deadline were closed", n))
+		<-done
+	}
+	return errors.Join(errs...)
+}
+
+// now returns the time for a request, honouring a test time when the test
+// clock is on.
+func (s *Server) now(testTime int64) engine.Time {
+	if s.cfg.TestClock && testTime > 0 {
+		return engine.FromUnix(testTime)
+	}
+	return s.st.Now()
+}
+
+// logDecision writes the line postgrey users grep for.
+func (s *Server) logDecision(proto string, req *engine.Request, d engine.Decision, queueID []byte) {
+	switch s.cfg.DecisionLog {
+	case LogOff:
+		return
+	case LogDefers:
+		if d.Verdict != engine.Defer {
+			return
+		}
+	}
+	action := "pass"
+	if d.Verdict == engine.Defer {
+		action = "greylist"
+	}
+	attrs := []slog.Attr{
+		slog.String("action", action),
+		slog.String("reason", d.Reason.String()),
+	}
+	switch {
+	case d.Verdict == engine.Defer:
+		attrs = append(attrs, slog.Int("retry_in", int(d.Left)))
+	case d.Reason == engine.ReasonPassed:
+		attrs = append(attrs, slog.Int("delay", int(d.Delayed)))
+	}
+	attrs = append(attrs,
+		slog.String("client_name", req.ClientName),
+		slog.String("client_address", req.ClientAddr),
+		slog.String("sender", req.Sender),
+		slog.String("recipient", req.Recipient),
+		slog.String("protocol", proto),
+	)
+	if len(queueID) > 0 {
+		attrs = append(attrs, slog.String("queue_id", string(queueID)))
+	}
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "decision", attrs...)
+}
+
+// noteOutcome counts errors and the retry delay of first passes.
+func (s *Server) noteOutcome(proto string, req *engine.Request, d engine.Decision, err error) {
+	if err == nil {
+		if d.Reason == engine.ReasonPassed {
+			s.m.retryDelay.Observe(float64(d.Delayed))
+		}
+		return
+	}
+	if errors.Is(err, store.ErrNotLogged) {
+		s.m.errors.WithLabelValues("not_logged").Inc()
+		s.log.Error("change could not be logged; answered DUNNO so no mail waits on state that may be lost (check the disk under the data directory)",
+			"protocol", proto, "client_address", req.ClientAddr, "err", err)
+		return
+	}
+	s.m.errors.WithLabelValues("bad_request").Inc()
+	s.log.Warn("request not greylisted: incomplete", "protocol", proto, "client_address", req.ClientAddr,
+		"recipient", req.Recipient, "err", err)
+}
+
+// clientAddr renders a peer for logs.
+func peer(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil && a.String() != "" {
+		return a.String()
+	}
+	return "unix"
+}

@@ -1,0 +1,136 @@
+package whitelist
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestClients(t *testing.T) {
+	s := Parse(strings.NewReader(`
+# postgrey-style entries
+example.com
+/^mail\d+\.telekom\.de$/
+192.0.2.7
+198.51.100
+203.0.113.0/25
+2001:db8:1::/48
+2001:db8::99
+10.1.           # trailing dot, comment after
+/(?<=lookbehind)x/
+not a domain
+`), nil)
+	f := func(addr, name string, want bool) {
+		t.Helper()
+		if got := s.MatchClient(netip.MustParseAddr(addr), name); got != want {
+			t.Errorf("MatchClient(%s, %q) = %v, want %v", addr, name, got, want)
+		}
+	}
+	f("192.0.2.1", "example.com", true)
+	f("192.0.2.1", "MX1.Example.COM", true)
+	f("192.0.2.1", "notexample.com", false)
+	f("192.0.2.1", "mail12.telekom.de", true)
+	f("192.0.2.1", "mail12.telekom.de.evil.example", false)
+	f("192.0.2.1", "mailx.telekom.de", false)
+	f("192.0.2.7", "unknown", true)
+	f("192.0.2.8", "unknown", false)
+	f("198.51.100.200", "unknown", true)
+	f("203.0.113.127", "unknown", true)
+	f("203.0.113.128", "unknown", false)
+	f("2001:db8:1:ffff::1", "unknown", true)
+	f("2001:db8::99", "unknown", true)
+	f("10.1.2.3", "unknown", true)
+	f("10.2.2.3", "unknown", false)
+	// "unknown" is what Postfix sends without reverse DNS: never a name.
+	f("192.0.2.1", "unknown", false)
+	info := s.Files[0]
+	if info.Entries != 8 || len(info.Skipped) != 2 {
+		t.Errorf("entries %d, skipped %v; want 8 and 2", info.Entries, info.Skipped)
+	}
+	for _, sk := range info.Skipped {
+		if !strings.Contains(sk, "line ") {
+			t.Errorf("skip note without line: %q", sk)
+		}
+	}
+}
+
+func TestRecipients(t *testing.T) {
+	s := Parse(nil, strings.NewReader("postmaster@\nAbuse@Example.COM\nlists.example.org\n/^noc-.*@/\n@\n"))
+	f := func(rcpt string, want bool) {
+		t.Helper()
+		if got := s.MatchRecipient([]byte(strings.ToLower(rcpt))); got != want {
+			t.Errorf("MatchRecipient(%q) = %v, want %v", rcpt, got, want)
+		}
+	}
+	f("postmaster@anything.example", true)
+	f("abuse@example.com", true)
+	f("abuse@other.example", false)
+	f("x@lists.example.org", true)
+	f("x@sub.lists.example.org", true)
+	f("x@notlists.example.org", false)
+	f("noc-team@example.net", true)
+	f("user@example.com", false)
+	if n := len(s.Files[0].Skipped); n != 1 {
+		t.Errorf("skipped %v, want the lone '@'", s.Files[0].Skipped)
+	}
+}
+
+func TestBuiltinAndFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "clients")
+	if err := os.WriteFile(path, []byte("local.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadFiles([]string{Builtin, path}, []string{Builtin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range s.Files {
+		if len(f.Skipped) != 0 {
+			t.Errorf("%s: skipped %v", f.Path, f.Skipped)
+		}
+	}
+	if !s.MatchClient(netip.MustParseAddr("40.107.1.1"), "mail-db5eur01on2045.outbound.protection.outlook.com") {
+		t.Error("builtin list does not pass Microsoft's outbound pool")
+	}
+	if !s.MatchClient(netip.MustParseAddr("192.0.2.1"), "mx.local.example") {
+		t.Error("file entry not read")
+	}
+	if !s.MatchRecipient([]byte("postmaster@example.test")) {
+		t.Error("builtin recipients do not pass postmaster@")
+	}
+	if _, err := LoadFiles([]string{filepath.Join(dir, "missing")}, nil); err == nil {
+		t.Error("missing file: no error")
+	}
+}
+
+func TestRegexpCache(t *testing.T) {
+	s := Parse(strings.NewReader(`/^smtp\d+\.example\.net$/`), nil)
+	a := netip.MustParseAddr("192.0.2.1")
+	for range 3 {
+		if !s.MatchClient(a, "smtp7.example.net") || s.MatchClient(a, "smtpx.example.net") {
+			t.Fatal("cached verdict differs")
+		}
+	}
+}
+
+func TestDomainEnds(t *testing.T) {
+	s := Parse(strings.NewReader("outbound.protection.outlook.com\nexample.com\nlocalhost\n"), nil)
+	a := netip.MustParseAddr("192.0.2.1")
+	for name, want := range map[string]bool{
+		"mail-db5.outbound.protection.outlook.com": true,
+		"protection.outlook.com":                   false,
+		"x.example.com":                            true,
+		"example.com":                              true,
+		"com":                                      false,
+		"localhost":                                true,
+		"mail.localhost":                           true,
+		"other.example.org":                        false,
+	} {
+		if got := s.MatchClient(a, name); got != want {
+			t.Errorf("MatchClient(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
