@@ -1,0 +1,737 @@
+#!/usr/bin/env bash
+# e2e/run.sh: greyhold behind a real Postfix, driven over real SMTP by swaks.
+#
+# Installs Postfix and swaks from Debian's packages when they are missing,
+# starts a private Postfix instance on loopback (its own config, queue, data
+# and log in a temporary directory; the system instance is never touched),
+# points its check_policy_service at a freshly built greyhold with a short
+# delay, and walks through the behaviour a postmaster relies on: defer, defer
+# again, pass after the delay with X-Greylist, known triplets, the /24
+# neighbour, new senders, IPv6 clients, a restart on the same data directory,
+# and Postfix's own 451 4.3.5 when greyhold is down. Every step prints a
+# PASS or FAIL line; the first failure prints the SMTP transcript and the
+# Postfix and greyhold logs and exits nonzero. Everything started here is
+# stopped, by PID, and the temporary directory removed, on success and on
+# failure.
+#
+# Environment:
+#   E2E_DELAY=3      greyhold's --delay in seconds (2 or 3 keeps the run short)
+#   E2E_KEEP=1       keep the temporary directory (its path is printed)
+#   E2E_IPV6=0       do not listen on or connect over [::1] even if it exists
+#   E2E_NO_INSTALL=1 never run apt-get; fail if Postfix or swaks is missing
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DELAY=${E2E_DELAY:-3}
+KEEP=${E2E_KEEP:-0}
+
+POSTFIX=/usr/sbin/postfix
+POSTCONF=/usr/sbin/postconf
+
+# The test world: an inbound MX for greyhold.test, clients from the
+# documentation ranges (RFC 5737, RFC 3849), posed with XCLIENT.
+DOMAIN=greyhold.test
+RCPT="bob@$DOMAIN"
+PF_HOST="mx.$DOMAIN"
+GH_HOST="greyhold-e2e.$DOMAIN"
+V4_CLIENT=192.0.2.10
+V4_CLIENT_NAME=mail.example.org
+V4_NEIGHBOUR=192.0.2.77
+V4_NEIGHBOUR_NAME=mail2.example.org
+V6_CLIENT=2001:db8::1
+V6_CLIENT_NAME=mail6.example.org
+SENDER=alice@example.org
+NEW_SENDER=carol@example.com
+V6_SENDER=dave@example.net
+Q_CLIENT=198.51.100.20
+Q_CLIENT_NAME=mx.example.net
+Q_SENDER=erin@example.net
+K_CLIENT=203.0.113.30
+K_CLIENT_NAME=mx.example.com
+K_SENDER=frank@example.com
+
+TMP=""
+GH_PID=""
+PF_STARTED=0
+POLICY_RC_CREATED=0
+PASSED=0
+FAILED=0
+RUN_START_MS=0
+LAST_TRANSCRIPT=""
+
+say() { printf 'e2e: %s\n' "$*"; }
+now_ms() { local t; t=$(date +%s%N); echo $((t / 1000000)); }
+secs() { printf '%d.%03ds' $(($1 / 1000)) $(($1 % 1000)); }
+
+# sleep_until_ms T sleeps until the clock reads T (ms since the epoch); the
+# waits here are the greylisting delay itself, never more than a few seconds.
+sleep_until_ms() {
+	local left=$(($1 - $(now_ms)))
+	if ((left > 0)); then
+		sleep "$((left / 1000)).$(printf '%03d' $((left % 1000)))"
+	fi
+}
+
+pass() {
+	PASSED=$((PASSED + 1))
+	printf 'PASS  %-58s %s\n' "$1" "${2:-}"
+}
+
+# fail prints the step, why, the last SMTP transcript, and exits; the EXIT
+# trap prints the Postfix and greyhold logs and cleans up.
+fail() {
+	FAILED=$((FAILED + 1))
+	printf 'FAIL  %-58s %s\n' "$1" "${2:-}"
+	if [[ -n $LAST_TRANSCRIPT && -f $LAST_TRANSCRIPT ]]; then
+		echo "---- SMTP transcript ($LAST_TRANSCRIPT) ----"
+		cat "$LAST_TRANSCRIPT"
+	fi
+	exit 1
+}
+
+on_error() {
+	echo "e2e: command failed (status $1) at line $2: $3" >&2
+}
+trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
+
+# ---------------------------------------------------------------------------
+# Processes: alive, children, stopping by PID.
+
+proc_alive() {
+	local st
+	st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+	[[ -n $st && $st != Z ]]
+}
+
+children_of() {
+	local f pid ppid
+	for f in /proc/[0-9]*/stat; do
+		read -r pid _ _ ppid _ <"$f" 2>/dev/null || continue
+		[[ $ppid == "$1" ]] && echo "$pid"
+	done
+	return 0
+}
+
+# wait_gone PID MS: wait up to MS milliseconds for PID to exit.
+wait_gone() {
+	local deadline=$(($(now_ms) + $2))
+	while proc_alive "$1"; do
+		(($(now_ms) < deadline)) || return 1
+		sleep 0.05
+	done
+}
+
+# ---------------------------------------------------------------------------
+# Cleanup, on success and failure alike.
+
+dump_logs() {
+	[[ -n $TMP && -d $TMP ]] || return 0
+	echo "---- Postfix log ($TMP/log/maillog, last 80 lines) ----"
+	tail -n 80 "$TMP/log/maillog" 2>/dev/null || echo "(none)"
+	echo "---- greyhold log ($TMP/greyhold.log, last 80 lines) ----"
+	tail -n 80 "$TMP/greyhold.log" 2>/dev/null || echo "(none)"
+}
+
+stop_postfix() {
+	((PF_STARTED)) || return 0
+	PF_STARTED=0
+	local master="" kids=() p
+	master=$(tr -d ' \n' <"$TMP/spool/pid/master.pid" 2>/dev/null || true)
+	if [[ -n $master ]] && proc_alive "$master"; then
+		mapfile -t kids < <(children_of "$master")
+	fi
+	timeout 30 "$POSTFIX" -c "$TMP/etc" stop >/dev/null 2>&1 || true
+	if [[ -n $master ]] && ! wait_gone "$master" 10000; then
+		kill -KILL "$master" 2>/dev/null || true
+	fi
+	for p in "${kids[@]}"; do
+		if proc_alive "$p" && [[ $(awk '{print $4}' "/proc/$p/stat" 2>/dev/null) == "$master" || $(awk '{print $4}' "/proc/$p/stat" 2>/dev/null) == 1 ]]; then
+			kill -KILL "$p" 2>/dev/null || true
+		fi
+	done
+}
+
+kill_greyhold() {
+	[[ -n $GH_PID ]] || return 0
+	if proc_alive "$GH_PID"; then
+		kill -TERM "$GH_PID" 2>/dev/null || true
+		wait_gone "$GH_PID" 10000 || kill -KILL "$GH_PID" 2>/dev/null || true
+	fi
+	wait "$GH_PID" 2>/dev/null || true
+	GH_PID=""
+}
+
+cleanup() {
+	local rc=$?
+	trap - ERR EXIT INT TERM
+	set +e
+	if ((rc != 0)); then
+		dump_logs
+		((INTERRUPTED)) && say "interrupted"
+		say "$PASSED passed, $((FAILED > 0 ? FAILED : 1)) failed"
+	fi
+	kill_greyhold
+	stop_postfix
+	if ((POLICY_RC_CREATED)); then
+		rm -f /usr/sbin/policy-rc.d
+	fi
+	if [[ -n $TMP && -d $TMP ]]; then
+		if [[ $KEEP == 1 ]]; then
+			say "kept $TMP"
+		else
+			rm -rf "$TMP"
+		fi
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+INTERRUPTED=0
+trap 'INTERRUPTED=1; exit 130' INT
+trap 'INTERRUPTED=1; exit 143' TERM
+
+# ---------------------------------------------------------------------------
+# Install Postfix and swaks when missing.
+
+install_packages() {
+	local need=()
+	[[ -x $POSTFIX && -x $POSTCONF ]] || need+=(postfix)
+	command -v swaks >/dev/null 2>&1 || need+=(swaks)
+	# swaks speaks IPv6 only with IO::Socket::INET6.
+	perl -MIO::Socket::INET6 -e 1 >/dev/null 2>&1 || need+=(libio-socket-inet6-perl)
+	if ((${#need[@]} == 0)); then
+		say "Postfix $("$POSTCONF" -d -h mail_version 2>/dev/null) and swaks already installed"
+		return 0
+	fi
+	if [[ ${E2E_NO_INSTALL:-0} == 1 ]]; then
+		say "missing ${need[*]} and E2E_NO_INSTALL=1"
+		return 1
+	fi
+	if ((EUID != 0)); then
+		say "missing ${need[*]}; run as root (or install them) to let e2e install them"
+		return 1
+	fi
+	local t0
+	t0=$(now_ms)
+	say "installing ${need[*]} from Debian's packages"
+	export DEBIAN_FRONTEND=noninteractive
+	# "No configuration": the package installs without a main.cf and starts
+	# no system instance; the private instance below has its own config.
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+	# Belt and braces: no service may start during the install.
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 755 /usr/sbin/policy-rc.d
+		POLICY_RC_CREATED=1
+	fi
+	apt-get update -q </dev/null >"$TMP/apt.log" 2>&1 ||
+		{ cat "$TMP/apt.log"; return 1; }
+	apt-get install -y -q --no-install-recommends \
+		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+		-o DPkg::Lock::Timeout=300 \
+		"${need[@]}" </dev/null >>"$TMP/apt.log" 2>&1 ||
+		{ cat "$TMP/apt.log"; return 1; }
+	if ((POLICY_RC_CREATED)); then
+		rm -f /usr/sbin/policy-rc.d
+		POLICY_RC_CREATED=0
+	fi
+	if [[ ! -x $POSTFIX ]] || ! command -v swaks >/dev/null 2>&1; then
+		cat "$TMP/apt.log"
+		return 1
+	fi
+	say "installed Postfix $("$POSTCONF" -d -h mail_version) and swaks in $(secs $(($(now_ms) - t0)))"
+}
+
+# ---------------------------------------------------------------------------
+# Ports.
+
+USED_PORTS=" "
+
+# port_taken PORT: some TCP socket, in any state, on any address, has PORT as
+# its local port (so a listener could fail to bind it).
+port_taken() {
+	local hex
+	hex=$(printf '%04X' "$1")
+	awk -v h="$hex" 'NR > 1 { split($2, a, ":"); if (a[length(a)] == h) { found = 1; exit } }
+		END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# pick_port VAR [PREFERRED]: sets VAR to a loopback port that no socket uses,
+# below the kernel's ephemeral range (so no outgoing connection takes it
+# meanwhile), and not handed out before in this run.
+pick_port() {
+	local -n out=$1
+	local p i lo=20000 hi
+	hi=$(awk '{print $1 - 1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32767)
+	((hi > lo + 1000)) || { lo=10000; hi=19999; }
+	for i in $(seq 1 200); do
+		if ((i == 1)) && [[ -n ${2:-} ]]; then p=$2; else p=$((lo + RANDOM % (hi - lo + 1))); fi
+		[[ $USED_PORTS == *" $p "* ]] && continue
+		port_taken "$p" && continue
+		USED_PORTS+="$p "
+		# shellcheck disable=SC2034 # out is a nameref to the caller's variable
+		out=$p
+		return 0
+	done
+	return 1
+}
+
+# ---------------------------------------------------------------------------
+# greyhold.
+
+# shellcheck disable=SC2016 # the inner script takes its arguments as $1, $2
+http_get() {
+	timeout 5 bash -c '
+		exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+		printf "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" "$2" >&3
+		cat <&3' _ "$HTTP_PORT" "$1" 2>/dev/null
+}
+
+start_greyhold() {
+	echo "==== e2e: greyhold start $(date -u +%FT%TZ) ====" >>"$TMP/greyhold.log"
+	"$TMP/greyhold" serve \
+		--data-dir "$TMP/greyhold-data" \
+		--policy-listen "127.0.0.1:$POLICY_PORT" \
+		--http-listen "127.0.0.1:$HTTP_PORT" \
+		--line-listen "" \
+		--delay "${DELAY}s" \
+		--hostname "$GH_HOST" \
+		--log-decisions all \
+		</dev/null >>"$TMP/greyhold.log" 2>&1 &
+	GH_PID=$!
+	local deadline=$(($(now_ms) + 30000)) status
+	while :; do
+		proc_alive "$GH_PID" || { wait "$GH_PID" || true; GH_PID=""; return 1; }
+		status=$(http_get /readyz | head -n 1 | tr -d '\r' || true)
+		[[ $status == "HTTP/1."?" 200"* ]] && return 0
+		(($(now_ms) < deadline)) || return 1
+		sleep 0.1
+	done
+}
+
+# stop_greyhold: SIGTERM, then wait for a clean exit; sets GH_EXIT.
+GH_EXIT=""
+stop_greyhold() {
+	GH_EXIT=""
+	kill -TERM "$GH_PID"
+	if ! wait_gone "$GH_PID" 20000; then
+		GH_EXIT="still running 20s after SIGTERM"
+		kill -KILL "$GH_PID" 2>/dev/null || true
+		wait "$GH_PID" 2>/dev/null || true
+		GH_PID=""
+		return 1
+	fi
+	local rc=0
+	wait "$GH_PID" || rc=$?
+	GH_PID=""
+	GH_EXIT="exit status $rc"
+	((rc == 0))
+}
+
+# ---------------------------------------------------------------------------
+# Postfix, private instance.
+
+setup_postfix() {
+	local etc=$TMP/etc
+	# data_directory is made by Postfix itself, owned by mail_owner.
+	mkdir -p "$etc" "$TMP/spool" "$TMP/log" "$TMP/mail"
+	# The virtual delivery agent writes the Maildir as nobody:nogroup.
+	chown 65534:65534 "$TMP/mail"
+	local listeners="127.0.0.1:$SMTP_PORT inet n - n - - smtpd"
+	if ((HAVE_V6)); then
+		listeners+=$'\n'"[::1]:$SMTP_PORT inet n - n - - smtpd"
+	fi
+	cat >"$etc/main.cf" <<EOF
+# Private Postfix instance for greyhold's end-to-end test ($TMP).
+compatibility_level = 3.6
+queue_directory = $TMP/spool
+data_directory = $TMP/data
+mail_owner = postfix
+myhostname = $PF_HOST
+mydomain = $DOMAIN
+myorigin = \$myhostname
+mydestination =
+inet_interfaces = loopback-only
+# all, even without the [::1] listener: XCLIENT takes IPv6 addresses only then.
+inet_protocols = all
+mynetworks = 127.0.0.0/8
+relayhost =
+alias_maps =
+alias_database =
+local_recipient_maps =
+biff = no
+smtpd_banner = \$myhostname ESMTP greyhold-e2e
+maillog_file = $TMP/log/maillog
+maillog_file_prefixes = $TMP
+smtpd_peername_lookup = no
+smtpd_authorized_xclient_hosts = 127.0.0.0/8, [::1]/128
+smtpd_recipient_restrictions =
+    reject_unauth_destination,
+    check_policy_service inet:127.0.0.1:$POLICY_PORT
+smtpd_policy_service_default_action = 451 4.3.5 Server configuration problem
+smtpd_policy_service_timeout = 20s
+# Delivery of the test domain into a Maildir in the temporary directory.
+virtual_mailbox_domains = $DOMAIN
+virtual_mailbox_base = $TMP/mail
+virtual_mailbox_maps = static:inbox/
+virtual_uid_maps = static:65534
+virtual_gid_maps = static:65534
+virtual_minimum_uid = 100
+EOF
+	cat >"$etc/master.cf" <<EOF
+# service type  private unpriv  chroot  wakeup  maxproc command
+$listeners
+pickup     unix  n       -       n       60      1       pickup
+cleanup    unix  n       -       n       -       0       cleanup
+qmgr       unix  n       -       n       300     1       qmgr
+rewrite    unix  -       -       n       -       -       trivial-rewrite
+bounce     unix  -       -       n       -       0       bounce
+defer      unix  -       -       n       -       0       bounce
+trace      unix  -       -       n       -       0       bounce
+verify     unix  -       -       n       -       1       verify
+flush      unix  n       -       n       1000?   0       flush
+proxymap   unix  -       -       n       -       -       proxymap
+proxywrite unix  -       -       n       -       1       proxymap
+smtp       unix  -       -       n       -       -       smtp
+relay      unix  -       -       n       -       -       smtp
+showq      unix  n       -       n       -       -       showq
+error      unix  -       -       n       -       -       error
+retry      unix  -       -       n       -       -       error
+discard    unix  -       -       n       -       -       discard
+local      unix  -       n       n       -       -       local
+virtual    unix  -       n       n       -       -       virtual
+anvil      unix  -       -       n       -       1       anvil
+scache     unix  -       -       n       -       1       scache
+postlog    unix-dgram n  -       n       -       1       postlogd
+EOF
+	"$POSTFIX" -c "$etc" check >"$TMP/postfix-start.log" 2>&1 ||
+		{ cat "$TMP/postfix-start.log"; return 1; }
+	"$POSTFIX" -c "$etc" start >>"$TMP/postfix-start.log" 2>&1 ||
+		{ cat "$TMP/postfix-start.log"; return 1; }
+	PF_STARTED=1
+	local deadline=$(($(now_ms) + 30000)) greeting
+	while :; do
+		# shellcheck disable=SC2016
+		greeting=$(timeout 3 bash -c '
+			exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+			IFS= read -r line <&3; printf "%s\n" "$line"; printf "QUIT\r\n" >&3' _ "$SMTP_PORT" 2>/dev/null | tr -d '\r' || true)
+		[[ $greeting == "220 "* ]] && return 0
+		(($(now_ms) < deadline)) || { cat "$TMP/postfix-start.log"; return 1; }
+		sleep 0.1
+	done
+}
+
+# ---------------------------------------------------------------------------
+# SMTP with swaks.
+#
+# smtp LABEL SERVER CLIENT_ADDR CLIENT_NAME FROM TO MODE
+#   SERVER is 127.0.0.1 or [::1]; CLIENT_ADDR is posed with XCLIENT (IPV6:...
+#   for IPv6); MODE is rcpt (quit after RCPT TO) or data (deliver a message
+#   with Subject: LABEL). Sets REPLY (the answer to RCPT TO, without the
+#   swaks prefix), CODE (its first three characters) and DATA_REPLY, and
+#   SMTP_START and SMTP_END (ms): greyhold saw the request between the two.
+SMTP_N=0
+SMTP_START=0
+SMTP_END=0
+REPLY=""
+CODE=""
+DATA_REPLY=""
+smtp() {
+	local label=$1 server=$2 addr=$3 name=$4 from=$5 to=$6 mode=$7
+	SMTP_N=$((SMTP_N + 1))
+	LAST_TRANSCRIPT=$(printf '%s/swaks/%03d.txt' "$TMP" "$SMTP_N")
+	local args=(--server "$server:$SMTP_PORT" --timeout 15
+		--ehlo "$name" --xclient-addr "$addr" --xclient-name "$name"
+		--from "$from" --to "$to")
+	if [[ $mode == rcpt ]]; then
+		args+=(--quit-after RCPT)
+	else
+		args+=(--header "Subject: $label" --header "X-E2E-Run: $RUN_ID"
+			--body "greyhold e2e: $label")
+	fi
+	local rc=0
+	SMTP_START=$(now_ms)
+	timeout 45 swaks "${args[@]}" </dev/null >"$LAST_TRANSCRIPT" 2>&1 || rc=$?
+	SMTP_END=$(now_ms)
+	echo "(swaks exit status $rc)" >>"$LAST_TRANSCRIPT"
+	REPLY=$(awk '/^ *-> RCPT TO:/ {want = 1; next}
+		want && /^<(-|\*\*) / {sub(/^<(-|\*\*) +/, ""); sub(/\r$/, ""); print; exit}' "$LAST_TRANSCRIPT")
+	CODE=${REPLY:0:3}
+	DATA_REPLY=$(awk '/^ *-> \.$/ {want = 1; next}
+		want && /^<(-|\*\*) / {sub(/^<(-|\*\*) +/, ""); sub(/\r$/, ""); print; exit}' "$LAST_TRANSCRIPT")
+}
+
+# Postfix's rendering of greyhold's default DEFER_IF_PERMIT text.
+defer_re() {
+	local to=${1//./\\.}
+	echo "^450 4\\.7\\.1 <$to>: Recipient address rejected: Greylisted, please retry in (([0-9]+)m)?([0-9]+)s$"
+}
+
+# expect_defer STEP: REPLY must be greyhold's 450; sets LEFT (seconds).
+LEFT=0
+expect_defer() {
+	local re
+	re=$(defer_re "$RCPT")
+	if [[ $REPLY =~ $re ]]; then
+		LEFT=$((10#${BASH_REMATCH[2]:-0} * 60 + 10#${BASH_REMATCH[3]}))
+		return 0
+	fi
+	fail "$1" "want 450 4.7.1 ... Greylisted, please retry in <t>; got: ${REPLY:-<no RCPT reply>}"
+}
+
+expect_code() {
+	[[ $CODE == "$2" ]] || fail "$1" "want $2; got: ${REPLY:-<no RCPT reply>}"
+}
+
+# delivered SUBJECT: path of the delivered message with that subject (waits
+# up to 20 s for Postfix to deliver it).
+delivered() {
+	local deadline=$(($(now_ms) + 20000)) f
+	while :; do
+		f=$(grep -l -F -x "Subject: $1" "$TMP"/mail/inbox/new/* 2>/dev/null | head -n 1 || true)
+		[[ -n $f ]] && { echo "$f"; return 0; }
+		(($(now_ms) < deadline)) || return 1
+		sleep 0.1
+	done
+}
+
+# headers FILE: the header section, folded lines joined.
+headers() {
+	awk '/^\r?$/ {exit}
+		/^[ \t]/ {sub(/^[ \t]+/, " "); buf = buf $0; next}
+		{if (buf != "") print buf; buf = $0}
+		END {if (buf != "") print buf}' "$1" | tr -d '\r'
+}
+
+# ---------------------------------------------------------------------------
+# Run.
+
+main() {
+	RUN_START_MS=$(now_ms)
+	if ! [[ $DELAY =~ ^[0-9]+$ ]] || ((DELAY < 2 || DELAY > 30)); then
+		say "E2E_DELAY must be whole seconds from 2 to 30, not '$DELAY'"
+		exit 2
+	fi
+	TMP=$(mktemp -d /tmp/greyhold-e2e.XXXXXX)
+	chmod 755 "$TMP"
+	mkdir -p "$TMP/swaks"
+	RUN_ID="$$-$(date +%s)"
+
+	HAVE_V6=0
+	if [[ ${E2E_IPV6:-1} != 0 ]] && grep -qi '^0\{31\}1 ' /proc/net/if_inet6 2>/dev/null; then
+		HAVE_V6=1
+	fi
+
+	install_packages
+	local t_setup
+	t_setup=$(now_ms)
+
+	say "building greyhold"
+	(cd "$ROOT" && go build -o "$TMP/greyhold" ./cmd/greyhold)
+
+	pick_port SMTP_PORT 2525 || fail "free loopback ports" "none found"
+	pick_port POLICY_PORT || fail "free loopback ports" "none found"
+	pick_port HTTP_PORT || fail "free loopback ports" "none found"
+
+	start_greyhold || fail "greyhold starts (--delay ${DELAY}s, policy 127.0.0.1:$POLICY_PORT)" "not ready within 30s"
+	setup_postfix || fail "private Postfix starts on 127.0.0.1:$SMTP_PORT" "see $TMP/postfix-start.log"
+	local where="127.0.0.1:$SMTP_PORT"
+	((HAVE_V6)) && where+=" and [::1]:$SMTP_PORT"
+	say "Postfix $("$POSTCONF" -d -h mail_version) on $where, greyhold (delay ${DELAY}s) on 127.0.0.1:$POLICY_PORT, in $TMP"
+	local v6_server=127.0.0.1
+	((HAVE_V6)) && v6_server="[::1]"
+
+	# tN is when step N's request had surely reached greyhold (the end of
+	# its SMTP session): waits measured from there are never too short.
+	local t_tests t1 t6 t7 t
+	t_tests=$(now_ms)
+
+	# 1. A new triplet is deferred with greyhold's text.
+	local s="1 first attempt: 450 with greyhold's text"
+	smtp "$s" 127.0.0.1 "$V4_CLIENT" "$V4_CLIENT_NAME" "$SENDER" "$RCPT" rcpt
+	t1=$SMTP_END
+	expect_defer "$s"
+	((LEFT >= 1 && LEFT <= DELAY)) || fail "$s" "time left ${LEFT}s not in 1..${DELAY}s: $REPLY"
+	pass "$s" "$REPLY"
+
+	# 2. Retrying at once is deferred again; the clock is not reset.
+	s="2 immediate retry: 450 again"
+	smtp "$s" 127.0.0.1 "$V4_CLIENT" "$V4_CLIENT_NAME" "$SENDER" "$RCPT" rcpt
+	expect_defer "$s"
+	((LEFT <= DELAY)) || fail "$s" "time left ${LEFT}s above the delay: $REPLY"
+	pass "$s" "$REPLY"
+
+	# 3. After the delay the retry passes and the message carries X-Greylist.
+	# Poll with real deliveries: each early one must be a clean 450, the
+	# first 250 must be the delivery with the header.
+	s="3 retry after the delay: 250, delivered with X-Greylist"
+	local subject="e2e $RUN_ID step 3" tries=0 deadline=$((t1 + DELAY * 1000 + 15000))
+	while :; do
+		tries=$((tries + 1))
+		smtp "$subject" 127.0.0.1 "$V4_CLIENT" "$V4_CLIENT_NAME" "$SENDER" "$RCPT" data
+		t=$SMTP_START
+		[[ $CODE == 250 ]] && break
+		expect_defer "$s"
+		(($(now_ms) < deadline)) || fail "$s" "still deferred $(secs $((t - t1))) after the first attempt: $REPLY"
+		sleep 0.5
+	done
+	# At least this long passed between greyhold's first sight of the
+	# triplet and the pass; greyhold counts whole seconds, so a pass may
+	# come up to 1 s before the delay.
+	local waited=$((t - t1))
+	((waited >= (DELAY - 1) * 1000)) || fail "$s" "passed only $(secs "$waited") after the first attempt, delay is ${DELAY}s"
+	[[ $DATA_REPLY == "250 "* ]] || fail "$s" "message not accepted after DATA: ${DATA_REPLY:-<none>}"
+	local msg hdr
+	msg=$(delivered "$subject") || fail "$s" "no delivered message with Subject: $subject in $TMP/mail/inbox/new"
+	hdr=$(headers "$msg" | grep -i '^X-Greylist:' || true)
+	local hre="^X-Greylist: delayed ([0-9]+) seconds by greyhold-[^ ]+ at ${GH_HOST//./\\.}; .+"
+	[[ $hdr =~ $hre ]] || fail "$s" "delivered message $msg has no greyhold X-Greylist header; headers: $(headers "$msg" | tr '\n' '|')"
+	((BASH_REMATCH[1] >= DELAY)) || fail "$s" "X-Greylist says delayed ${BASH_REMATCH[1]} s, delay is ${DELAY}s: $hdr"
+	pass "$s" "at least $(secs "$waited") after the first, try $tries; $hdr"
+
+	# 4. The known triplet passes at once, and without a second header.
+	s="4 same triplet again: 250 at once, no second X-Greylist"
+	subject="e2e $RUN_ID step 4"
+	smtp "$subject" 127.0.0.1 "$V4_CLIENT" "$V4_CLIENT_NAME" "$SENDER" "$RCPT" data
+	expect_code "$s" 250
+	[[ $DATA_REPLY == "250 "* ]] || fail "$s" "message not accepted after DATA: ${DATA_REPLY:-<none>}"
+	msg=$(delivered "$subject") || fail "$s" "no delivered message with Subject: $subject"
+	if headers "$msg" | grep -qi '^X-Greylist:'; then
+		fail "$s" "a known triplet's message carries X-Greylist again: $(headers "$msg" | grep -i '^X-Greylist:')"
+	fi
+	pass "$s" "$REPLY"
+
+	# 5. Another host of the same /24 is the same client network.
+	s="5 /24 neighbour $V4_NEIGHBOUR: 250"
+	smtp "$s" 127.0.0.1 "$V4_NEIGHBOUR" "$V4_NEIGHBOUR_NAME" "$SENDER" "$RCPT" rcpt
+	expect_code "$s" 250
+	pass "$s" "$REPLY"
+
+	# 6. A new sender from the passed client is a new triplet.
+	s="6 new sender from the same client: 450"
+	smtp "$s" 127.0.0.1 "$V4_CLIENT" "$V4_CLIENT_NAME" "$NEW_SENDER" "$RCPT" rcpt
+	t6=$SMTP_END
+	expect_defer "$s"
+	pass "$s" "$REPLY"
+
+	# 7. An IPv6 client (over [::1] when the host has IPv6).
+	s="7 IPv6 client $V6_CLIENT: 450"
+	smtp "$s" "$v6_server" "IPV6:$V6_CLIENT" "$V6_CLIENT_NAME" "$V6_SENDER" "$RCPT" rcpt
+	t7=$SMTP_END
+	expect_defer "$s"
+	pass "$s" "$REPLY (via $v6_server:$SMTP_PORT)"
+
+	# 8. Restart on the same data directory: what greyhold knew survives.
+	# Q is a triplet made pending right before the restart; the triplets of
+	# steps 6 and 7 went pending earlier and are not asked about again until
+	# their delay is over.
+	s="8 before restart: triplet Q from $Q_CLIENT: 450"
+	smtp "$s" 127.0.0.1 "$Q_CLIENT" "$Q_CLIENT_NAME" "$Q_SENDER" "$RCPT" rcpt
+	local tq_start=$SMTP_START tq=$SMTP_END
+	expect_defer "$s"
+	pass "$s" "$REPLY"
+
+	s="8 SIGTERM: greyhold exits 0"
+	t=$(now_ms)
+	stop_greyhold || fail "$s" "$GH_EXIT"
+	pass "$s" "in $(secs $(($(now_ms) - t)))"
+	s="8 greyhold starts again on the same data dir"
+	t=$(now_ms)
+	start_greyhold || fail "$s" "not ready within 30s"
+	pass "$s" "ready in $(secs $(($(now_ms) - t)))"
+
+	# Q, asked at least 1 s after greyhold first saw it, is still pending
+	# with less than the whole delay left: its first-seen time was kept (a
+	# forgotten triplet would be new again, with the whole delay to wait).
+	# Only when this run was so slow that Q's delay may already be over
+	# (greyhold counts whole seconds) is a pass accepted instead.
+	s="8 after restart: Q still pending, its clock kept: 450"
+	sleep_until_ms $((tq + 1000))
+	smtp "$s" 127.0.0.1 "$Q_CLIENT" "$Q_CLIENT_NAME" "$Q_SENDER" "$RCPT" rcpt
+	if [[ $CODE == 250 ]] && ((SMTP_END - tq_start > (DELAY - 1) * 1000)); then
+		pass "$s" "(slow run: Q's delay may be over, $(secs $((SMTP_END - tq_start))) since it was asked) $REPLY"
+	else
+		expect_defer "$s"
+		((LEFT < DELAY)) || fail "$s" "time left ${LEFT}s is the whole delay: Q was forgotten ($REPLY)"
+		pass "$s" "$REPLY"
+	fi
+
+	s="8 after restart: known triplet 250 at once"
+	smtp "$s" 127.0.0.1 "$V4_CLIENT" "$V4_CLIENT_NAME" "$SENDER" "$RCPT" rcpt
+	expect_code "$s" 250
+	pass "$s" "$REPLY"
+
+	# The triplets of steps 6 and 7, first asked about after their delay
+	# (counted from before the restart), pass at the first try; forgotten,
+	# they would be new and deferred.
+	s="8 after restart: step 6 triplet passes after its delay"
+	sleep_until_ms $((t6 + DELAY * 1000 + 300))
+	subject="e2e $RUN_ID step 8"
+	smtp "$subject" 127.0.0.1 "$V4_CLIENT" "$V4_CLIENT_NAME" "$NEW_SENDER" "$RCPT" data
+	expect_code "$s" 250
+	[[ $DATA_REPLY == "250 "* ]] || fail "$s" "message not accepted after DATA: ${DATA_REPLY:-<none>}"
+	msg=$(delivered "$subject") || fail "$s" "no delivered message with Subject: $subject"
+	hdr=$(headers "$msg" | grep -i '^X-Greylist:' || true)
+	[[ $hdr =~ $hre ]] || fail "$s" "first pass without X-Greylist: $(headers "$msg" | tr '\n' '|')"
+	pass "$s" "$hdr"
+	s="8 after restart: IPv6 triplet passes after its delay"
+	sleep_until_ms $((t7 + DELAY * 1000 + 300))
+	smtp "$s" "$v6_server" "IPV6:$V6_CLIENT" "$V6_CLIENT_NAME" "$V6_SENDER" "$RCPT" rcpt
+	expect_code "$s" 250
+	pass "$s" "$REPLY"
+	s="8 after restart: Q passes after its delay"
+	sleep_until_ms $((tq + DELAY * 1000 + 300))
+	smtp "$s" 127.0.0.1 "$Q_CLIENT" "$Q_CLIENT_NAME" "$Q_SENDER" "$RCPT" rcpt
+	expect_code "$s" 250
+	pass "$s" "$REPLY"
+
+	# 8b. A crash: kill -9 right after a triplet went pending. No final
+	# snapshot is written; the log alone brings the triplet back.
+	s="8b before kill -9: triplet K from $K_CLIENT: 450"
+	smtp "$s" 127.0.0.1 "$K_CLIENT" "$K_CLIENT_NAME" "$K_SENDER" "$RCPT" rcpt
+	local tk_start=$SMTP_START tk=$SMTP_END
+	expect_defer "$s"
+	pass "$s" "$REPLY"
+	s="8b kill -9, then greyhold starts again on the same data dir"
+	kill -KILL "$GH_PID"
+	wait "$GH_PID" 2>/dev/null || true
+	GH_PID=""
+	t=$(now_ms)
+	start_greyhold || fail "$s" "not ready within 30s"
+	pass "$s" "ready in $(secs $(($(now_ms) - t)))"
+	s="8b after kill -9: K still pending, its clock kept: 450"
+	sleep_until_ms $((tk + 1000))
+	smtp "$s" 127.0.0.1 "$K_CLIENT" "$K_CLIENT_NAME" "$K_SENDER" "$RCPT" rcpt
+	if [[ $CODE == 250 ]] && ((SMTP_END - tk_start > (DELAY - 1) * 1000)); then
+		pass "$s" "(slow run: K's delay may be over, $(secs $((SMTP_END - tk_start))) since it was asked) $REPLY"
+	else
+		expect_defer "$s"
+		((LEFT < DELAY)) || fail "$s" "time left ${LEFT}s is the whole delay: K was forgotten ($REPLY)"
+		pass "$s" "$REPLY"
+	fi
+	s="8b after kill -9: known triplet 250 at once"
+	smtp "$s" 127.0.0.1 "$V4_CLIENT" "$V4_CLIENT_NAME" "$SENDER" "$RCPT" rcpt
+	expect_code "$s" 250
+	pass "$s" "$REPLY"
+	s="8b after kill -9: K passes after its delay"
+	sleep_until_ms $((tk + DELAY * 1000 + 300))
+	smtp "$s" 127.0.0.1 "$K_CLIENT" "$K_CLIENT_NAME" "$K_SENDER" "$RCPT" rcpt
+	expect_code "$s" 250
+	pass "$s" "$REPLY"
+
+	# 9. greyhold down: Postfix's own temporary failure, no mail lost.
+	s="9 greyhold stopped: Postfix's own 451 4.3.5"
+	stop_greyhold || fail "$s" "greyhold did not stop cleanly: $GH_EXIT"
+	smtp "$s" 127.0.0.1 "$V4_CLIENT" "$V4_CLIENT_NAME" "$SENDER" "$RCPT" rcpt
+	[[ $REPLY =~ ^451\ 4\.3\.5\ .*Server\ configuration\ problem$ ]] ||
+		fail "$s" "want 451 4.3.5 ... Server configuration problem; got: ${REPLY:-<no RCPT reply>}"
+	grep -q "problem talking to server 127.0.0.1:$POLICY_PORT" "$TMP/log/maillog" ||
+		fail "$s" "Postfix did not log a problem talking to 127.0.0.1:$POLICY_PORT"
+	pass "$s" "$REPLY"
+
+	local t_end
+	t_end=$(now_ms)
+	say "setup $(secs $((t_tests - t_setup))), steps $(secs $((t_end - t_tests))), total $(secs $((t_end - RUN_START_MS)))"
+	say "$PASSED passed, $FAILED failed"
+}
+
+main "$@"
