@@ -98,3 +98,30 @@ func TestTableReserveGrowsGeometrically(t *testing.T) {
 		t.Errorf("%d resizes for 100000 one-at-a-time reserves", resizes)
 	}
 }
+
+// BenchmarkTableGrow times one growth of a shard's table, which happens
+// under the shard's lock: checks to that shard wait this long. A shard holds
+// triplets/shards entries, so this is what sizes --shards for large stores.
+//
+//	go test -run '^$' -bench TableGrow -benchtime 5x ./engine
+func BenchmarkTableGrow(b *testing.B) {
+	for _, n := range []int{40_000, 250_000, 4_000_000} {
+		b.Run("entries="+count(n), func(b *testing.B) {
+			var full table
+			r := rand.New(rand.NewPCG(1, 2))
+			for full.len() < n {
+				full.set(r.Uint64(), entry{first: 1})
+			}
+			var t table
+			for b.Loop() {
+				b.StopTimer()
+				t = table{slots: append(t.slots[:0], full.slots...), n: full.n}
+				b.StartTimer()
+				t.resize(len(t.slots) + len(t.slots)/2)
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/growth")
+			b.ReportMetric(float64(len(full.slots)*16)/(1<<20), "MiB-before")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
