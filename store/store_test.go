@@ -451,3 +451,56 @@ func TestCheckBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestReopenWithOtherShardCount: --shards is not part of the keys, so a
+// store can grow its shard count (or shrink it) at a restart, from a
+// snapshot and from the log alike.
+func TestReopenWithOtherShardCount(t *testing.T) {
+	dir := t.TempDir()
+	clock := engine.NewManualClock(t0)
+	o := testOptions(clock)
+	o.Engine.AutoWhitelistClients = 0
+	o.Engine.Shards = 16
+	r := func(i int) *engine.Request {
+		return req(fmt.Sprintf("198.51.%d.%d", i/250, i%250+1), fmt.Sprintf("s%d@example.org", i), "rcpt@example.net")
+	}
+	s := mustOpen(t, dir, o)
+	for i := range 600 {
+		expect(t, s, t0, r(i), engine.Defer, engine.ReasonNew)
+	}
+	for i := range 300 { // the first half passes
+		expect(t, s, t0+400, r(i), engine.Pass, engine.ReasonPassed)
+	}
+	if _, err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 600; i < 700; i++ { // in the log only
+		expect(t, s, t0+400, r(i), engine.Defer, engine.ReasonNew)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, shards := range []int{1024, 4} {
+		o.Engine.Shards = shards
+		s = mustOpen(t, dir, o)
+		for i := range 300 {
+			expect(t, s, t0+500, r(i), engine.Pass, engine.ReasonKnown)
+		}
+		for i := 300; i < 600; i++ { // waited out their delay: pass, then known
+			reason := engine.ReasonPassed
+			if shards == 4 {
+				reason = engine.ReasonKnown
+			}
+			expect(t, s, t0+500, r(i), engine.Pass, reason)
+		}
+		for i := 600; i < 700; i++ {
+			expect(t, s, t0+500, r(i), engine.Defer, engine.ReasonEarlyRetry)
+		}
+		if got := s.Stats().Engine.Triplets; got != 700 {
+			t.Fatalf("%d shards: %d triplets after reopening, want 700", shards, got)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -122,7 +122,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.Var(duration{&c.snapshotInterval, time.Minute}, "snapshot-interval", "take a snapshot this often (0: only on size, on request and at exit); a bare number is minutes")
 	fs.Var(size{&c.snapshotLogBytes}, "snapshot-wal-size", "take a snapshot once the log has grown this much (0: off)")
 	fs.IntVar(&c.maxEntries, "max-entries", c.maxEntries, "triplets held in memory at most; the oldest pending go first (-1: from available memory, 0: no bound)")
-	fs.IntVar(&c.shards, "shards", c.shards, "lock shards, a power of two; raise it above 256 for more than 100M triplets")
+	fs.IntVar(&c.shards, "shards", c.shards, "lock shards, a power of two up to 65536: about one per 25,000 triplets expected (4096 at 100M); a shard's table grows under its lock")
 	fs.Var(&list{v: &c.whitelistClients}, "whitelist-clients", "client whitelist files in postgrey's format, comma-separated; \"builtin\" is the list greyhold ships, \"none\" for none")
 	fs.Var(&list{v: &c.whitelistRcp}, "whitelist-recipients", "recipient whitelist files in postgrey's format; \"builtin\" is postmaster@ and abuse@, \"none\" for none")
 
