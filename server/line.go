@@ -147,7 +147,8 @@ func (lc *lineConn) reply(out []byte, r *store.Result, req *engine.Request) []by
 // point into line.
 func parseLine(line []byte) (engine.Request, string) {
 	// Split on spaces and tabs by hand: bytes.Fields allocates its result
-	// and was a sixth of the line protocol's CPU.
+	// and was a sixth of the line protocol's CPU; a byte loop was still a
+	// tenth, where bytes.IndexByte's vector search is not.
 	var f [4][]byte
 	n := 0
 	for i := 0; i < len(line); {
@@ -155,10 +156,7 @@ func parseLine(line []byte) (engine.Request, string) {
 			i++
 			continue
 		}
-		j := i
-		for j < len(line) && line[j] != ' ' && line[j] != '\t' {
-			j++
-		}
+		j := i + fieldLen(line[i:])
 		if n == len(f) {
 			return engine.Request{}, "too many fields: want CLIENT_IP SENDER RECIPIENT [CLIENT_NAME]"
 		}
@@ -179,6 +177,19 @@ func parseLine(line []byte) (engine.Request, string) {
 		req.ClientName = str(f[3])
 	}
 	return req, ""
+}
+
+// fieldLen is the length of the field b starts with: up to the first space
+// or tab.
+func fieldLen(b []byte) int {
+	n := bytes.IndexByte(b, ' ')
+	if n < 0 {
+		n = len(b)
+	}
+	if t := bytes.IndexByte(b[:n], '\t'); t >= 0 {
+		n = t
+	}
+	return n
 }
 
 // unbracket drops the angle brackets of <address>; "<>" becomes empty.
