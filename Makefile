@@ -44,10 +44,12 @@ unit:
 e2e:
 	bash e2e/run.sh
 
-# bench runs the Go benchmarks in a form benchstat reads
-# (make bench BENCHTIME=5s > new.txt; benchstat old.txt new.txt).
+# bench runs the Go benchmarks of the engine, log, snapshots, store and
+# protocol parsers in a form benchstat reads (make bench BENCHTIME=5s >
+# new.txt; benchstat old.txt new.txt); bench/RESULTS.md has the latest
+# figures and the exact commands behind each.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./engine ./wal ./snapshot ./store
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./engine ./wal ./snapshot ./store ./server
 
 # bench-peers runs the same workloads against greyhold, postgrey, gross and
 # bench/load's null server and prints one table (bench/peers.sh; it installs
