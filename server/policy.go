@@ -97,7 +97,7 @@ func parsePolicy(buf []byte, lim *Limits, req *policyRequest) (int, error) {
 	off := 0
 	for {
 		rest := buf[off:]
-		nl := indexShort(rest, '\n')
+		nl, eq := lineEnd(rest)
 		if nl < 0 {
 			if len(rest) > lim.LineBytes {
 				return 0, protoErr(limitLine, "line longer than the limit", buf, off)
@@ -129,8 +129,7 @@ func parsePolicy(buf []byte, lim *Limits, req *policyRequest) (int, error) {
 			}
 			return end, nil
 		}
-		eq := indexShort(line, '=')
-		if eq <= 0 {
+		if eq <= 0 || eq >= len(line) {
 			return 0, protoErr(limitMalformed, "attribute without name=value", buf, off)
 		}
 		if req.attrs++; req.attrs > lim.Attributes {
@@ -171,30 +170,47 @@ func parseTestTime(b []byte) (int64, error) {
 	return v, nil
 }
 
-// indexShort is bytes.IndexByte for the short spans of this protocol: a
-// policy line is 10 to 60 bytes, and IndexByte's vector setup costs more
-// than eight bytes at a time with the zero-byte trick, which finds a '=' or
-// a newline in a few steps (BenchmarkParsePolicy, a Postfix 3.7 request:
-// 590 -> 460 ns).
-func indexShort(b []byte, c byte) int {
+// lineEnd finds the newline that ends the line at the front of b and the
+// first '=' before it, in one pass eight bytes at a time with the zero-byte
+// trick. A policy line is 10 to 60 bytes, too short for bytes.IndexByte's
+// vector setup to pay (BenchmarkParsePolicy, a Postfix 3.7 request: 590 ns
+// with IndexByte, 470 ns with a word-at-a-time search for each byte, 430 ns
+// with both found in one pass). nl is -1 when b holds no newline; eq is -1
+// when the line has no '='.
+func lineEnd(b []byte) (nl, eq int) {
 	const (
 		lo = 0x0101010101010101
 		hi = 0x8080808080808080
+		pn = lo * '\n'
+		pe = lo * '='
 	)
-	pat := lo * uint64(c)
+	eq = -1
 	i := 0
 	for ; i+8 <= len(b); i += 8 {
-		x := binary.LittleEndian.Uint64(b[i:]) ^ pat
-		// The lowest set bit of t marks the first byte equal to c;
-		// borrows can set bits above it, never below.
-		if t := (x - lo) &^ x & hi; t != 0 {
-			return i + bits.TrailingZeros64(t)/8
+		w := binary.LittleEndian.Uint64(b[i:])
+		x := w ^ pn
+		// The lowest set bit of t marks the first matching byte; borrows
+		// can set bits above it, never below.
+		t := (x - lo) &^ x & hi
+		if eq < 0 {
+			y := w ^ pe
+			if u := (y - lo) &^ y & hi; u != 0 && (t == 0 || bits.TrailingZeros64(u) < bits.TrailingZeros64(t)) {
+				eq = i + bits.TrailingZeros64(u)/8
+			}
+		}
+		if t != 0 {
+			return i + bits.TrailingZeros64(t)/8, eq
 		}
 	}
 	for ; i < len(b); i++ {
-		if b[i] == c {
-			return i
+		switch b[i] {
+		case '\n':
+			return i, eq
+		case '=':
+			if eq < 0 {
+				eq = i
+			}
 		}
 	}
-	return -1
+	return -1, eq
 }
