@@ -62,16 +62,29 @@ func ParseLineRequest(line []byte) (engine.Request, error) {
 // ServeConn serves one connection accepted elsewhere (inetd-style socket
 // activation, tests) with the given protocol, "policy" or "line", until it
 // closes. It applies the server's limits and timeouts.
+// Shutdown waits for it like for any other; once Shutdown has begun it is
+// refused with an error and left to the caller to close.
 func (s *Server) ServeConn(c net.Conn, proto string) error {
-	s.track(c, true)
-	defer s.track(c, false)
-	switch proto {
-	case "policy":
-		s.servePolicy(c)
-	case "line":
-		s.serveLine(c)
-	default:
+	if proto != "policy" && proto != "line" {
 		return fmt.Errorf("protocol %q: want policy or line", proto)
+	}
+	// Under connMu, which Shutdown takes after setting stopping: either
+	// Shutdown sees this connection and waits for it, or this sees
+	// stopping and declines.
+	s.connMu.Lock()
+	if s.stopping.Load() {
+		s.connMu.Unlock()
+		return errors.New("serve connection: the server is shutting down")
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.connMu.Unlock()
+	defer s.wg.Done()
+	defer s.track(c, false)
+	if proto == "policy" {
+		s.servePolicy(c)
+	} else {
+		s.serveLine(c)
 	}
 	return nil
 }

@@ -30,6 +30,17 @@ type connBuf struct {
 	grow bool
 	// readBy and writeBy are the deadlines last set on the connection.
 	readBy, writeBy time.Time
+	// inRequest is set once a request has begun to arrive, and readBy is
+	// then its ReadTimeout deadline, kept until a request completes: a
+	// client sending a byte now and then must not stretch one request
+	// forever.
+	inRequest bool
+	// stopSeen is set once the read loop has seen the server stopping and
+	// given the connection its grace deadline.
+	stopSeen bool
+	// lastChance is set once, at shutdown, a request still arriving has
+	// been given one more ReadTimeout to finish.
+	lastChance bool
 }
 
 // deadlineSlack is how far a deadline may lag behind "timeout from now"
@@ -90,14 +101,30 @@ func (cb *connBuf) pending() bool { return cb.end > cb.start }
 // unterminated request if the protocol has such a thing.
 func (s *Server) readLoop(c net.Conn, proto string, cb *connBuf, limit int, process func(now time.Time, atEOF bool) bool) {
 	for {
-		// At shutdown the read deadline Shutdown set (a short grace) ends
-		// an idle connection; returning here instead would drop a request
-		// already on its way.
-		timeout := s.cfg.IdleTimeout
-		if cb.pending() {
-			timeout = s.cfg.ReadTimeout
+		// Between requests the deadline is the idle timeout, moved lazily
+		// (keepDeadline); once a request has begun it is ReadTimeout from
+		// then, fixed until the request is whole.
+		move := false
+		switch now := time.Now(); {
+		case !cb.pending():
+			cb.inRequest = false
+			move = keepDeadline(&cb.readBy, now, s.cfg.IdleTimeout)
+		case !cb.inRequest:
+			cb.inRequest = true
+			cb.readBy = now.Add(s.cfg.ReadTimeout)
+			move = true
 		}
-		if !s.stopping.Load() && keepDeadline(&cb.readBy, time.Now(), timeout) {
+		if s.stopping.Load() {
+			// At shutdown a short grace deadline ends an idle connection
+			// (returning here instead would drop a request already on its
+			// way). Shutdown sets it on the connections it knows; one
+			// accepted as it began may not be among them, so set it here
+			// too, once.
+			if !cb.stopSeen {
+				cb.stopSeen = true
+				c.SetReadDeadline(time.Now().Add(shutdownGrace))
+			}
+		} else if move {
 			c.SetReadDeadline(cb.readBy)
 			if s.stopping.Load() {
 				// Shutdown began in between and its short deadline may
@@ -107,8 +134,14 @@ func (s *Server) readLoop(c net.Conn, proto string, cb *connBuf, limit int, proc
 		}
 		n, err := cb.fill(c, limit)
 		if n > 0 {
+			at := cb.start
 			if !process(time.Now(), false) {
 				return
+			}
+			if cb.start != at {
+				// A request completed: what is left is the next one,
+				// which gets a whole ReadTimeout of its own.
+				cb.inRequest = false
 			}
 		}
 		if err == nil {
@@ -121,14 +154,17 @@ func (s *Server) readLoop(c net.Conn, proto string, cb *connBuf, limit int, proc
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			if s.stopping.Load() {
-				if cb.pending() {
+				if cb.pending() && !cb.lastChance {
 					// Shutting down: give a request that is arriving its
-					// read timeout to finish.
+					// read timeout to finish, once.
+					cb.lastChance = true
 					cb.readBy = time.Now().Add(s.cfg.ReadTimeout)
 					c.SetReadDeadline(cb.readBy)
 					continue
 				}
-				return
+				if !cb.pending() {
+					return
+				}
 			}
 			if cb.pending() {
 				s.m.limitHits.WithLabelValues("read_timeout").Inc()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -172,7 +173,12 @@ func writeJSON(ctx *fasthttp.RequestCtx, v any) {
 // fieldError names the member a check object got wrong.
 type fieldError struct{ field, msg string }
 
-func (e *fieldError) Error() string { return e.field + ": " + e.msg }
+func (e *fieldError) Error() string {
+	if e.field == "" {
+		return e.msg
+	}
+	return e.field + ": " + e.msg
+}
 
 // parseCheck reads one check object. The strings point into the parser's
 // buffer, valid until it parses again; nothing is allocated unless the
@@ -340,14 +346,18 @@ func (s *Server) httpBatch(ctx *fasthttp.RequestCtx) {
 		b.reqs, b.results, b.errs = b.reqs[:0], b.results[:0], b.errs[:0]
 		batches.Put(b)
 	}()
+	// The first check that reads well sets the batch's time: a broken one
+	// before it must not make the good ones look inconsistent.
 	var t int64
-	for i, item := range items {
+	haveT := false
+	for _, item := range items {
 		req, it, err := s.parseCheck(item)
-		if err == nil && i > 0 && it != t {
+		switch {
+		case err != nil:
+		case !haveT:
+			t, haveT = it, true
+		case it != t:
 			err = &fieldError{"time", "every check of a batch must have the same time"}
-		}
-		if i == 0 {
-			t = it
 		}
 		b.reqs = append(b.reqs, req)
 		b.errs = append(b.errs, err)
@@ -440,6 +450,21 @@ func (s *Server) httpSnapshot(ctx *fasthttp.RequestCtx) {
 		"triplets": info.Triplets, "seconds": info.Duration.Seconds()})
 }
 
+// decodeErrorField names the member encoding/json stumbled on, where it
+// says: a value of the wrong type, or a member that has no place.
+func decodeErrorField(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return te.Field
+	}
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		if u, err := strconv.Unquote(name); err == nil {
+			return u
+		}
+	}
+	return ""
+}
+
 type ruleJSON struct {
 	Kind  string `json:"kind"`
 	Value string `json:"value"`
@@ -460,7 +485,7 @@ func (s *Server) httpWhitelist(ctx *fasthttp.RequestCtx, method string) {
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&in); err != nil {
-			jsonError(ctx, fasthttp.StatusBadRequest, "want {\"kind\": ..., \"value\": ...}: "+err.Error(), "")
+			jsonError(ctx, fasthttp.StatusBadRequest, "want {\"kind\": ..., \"value\": ...}: "+err.Error(), decodeErrorField(err))
 			return
 		}
 	} else {

@@ -98,8 +98,15 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	def := DefaultLimits()
 	if c.Limits.RequestBytes == 0 {
-		c.Limits = DefaultLimits()
+		c.Limits.RequestBytes = def.RequestBytes
+	}
+	if c.Limits.Attributes == 0 {
+		c.Limits.Attributes = def.Attributes
+	}
+	if c.Limits.LineBytes == 0 {
+		c.Limits.LineBytes = def.LineBytes
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = 16384
