@@ -49,7 +49,7 @@ e2e:
 # new.txt; benchstat old.txt new.txt); bench/RESULTS.md has the latest
 # figures and the exact commands behind each.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./engine ./wal ./snapshot ./store ./server
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 -timeout 60m ./engine ./wal ./snapshot ./store ./server
 
 # bench-peers runs the same workloads against greyhold, postgrey, gross and
 # bench/load's null server and prints one table (bench/peers.sh; it installs

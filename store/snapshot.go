@@ -14,6 +14,9 @@ import (
 func (s *Store) Snapshot() (SnapshotInfo, error) {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
+	if s.snapClosed {
+		return SnapshotInfo{}, ErrClosed
+	}
 	info, err := s.snapshot()
 	if err != nil {
 		s.snapFailed.Add(1)

@@ -67,6 +67,9 @@ func DefaultOptions() Options {
 // only greylist the sender again, a wrongly kept defer could lose mail.
 var ErrNotLogged = errors.New("store: change not logged")
 
+// ErrClosed is what Snapshot returns once the store is closing or closed.
+var ErrClosed = errors.New("store: closed")
+
 // Store is the engine behind its log and snapshots. Its methods are safe
 // for concurrent use.
 type Store struct {
@@ -92,6 +95,9 @@ type Store struct {
 	done    sync.WaitGroup
 	closeMu sync.Mutex
 	closed  bool
+	// snapClosed, under snapMu, refuses snapshots once Close has written
+	// its last: the directory's lock is about to be released.
+	snapClosed bool
 }
 
 // SnapshotInfo describes the last snapshot this store wrote.
@@ -282,6 +288,13 @@ func (s *Store) loadSnapshot(secret []byte, dir string) (*engine.Engine, *snapsh
 			}
 		} else {
 			err = info.Err
+			// Only a corrupt file is set aside. One from a newer format
+			// or one the system could not read is intact: moving it away
+			// would lose the state it holds, since the log behind it was
+			// truncated.
+			if !errors.Is(err, snapshot.ErrCorrupt) {
+				return nil, nil, fmt.Errorf("snapshot %s cannot be read, and is not corrupt, so it is left in place: %w (run the greyhold that wrote it, or fix the disk or permissions, then start again)", info.Path, err)
+			}
 		}
 		broken, merr := snapshot.MarkBroken(info.Path)
 		if merr != nil {
@@ -490,6 +503,9 @@ func (s *Store) Close() error {
 			errs = append(errs, fmt.Errorf("final snapshot: %w", err))
 		}
 	}
+	s.snapMu.Lock()
+	s.snapClosed = true
+	s.snapMu.Unlock()
 	if err := s.wal.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close log: %w", err))
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/greyhold/greyhold/engine"
 	"github.com/greyhold/greyhold/internal/testutil"
+	"github.com/greyhold/greyhold/snapshot"
 	"github.com/greyhold/greyhold/wal"
 )
 
@@ -502,5 +504,59 @@ func TestReopenWithOtherShardCount(t *testing.T) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A snapshot from a newer format is intact: Open refuses to start rather
+// than set it aside as corrupt and lose what it holds (the log behind it
+// was truncated).
+func TestNewerSnapshotRefused(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(engine.NewManualClock(t0))
+	s := mustOpen(t, dir, o)
+	expect(t, s, t0, req("192.0.2.1", "a@b.example", "c@d.example"), engine.Defer, engine.ReasonNew)
+	if _, err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	infos, err := snapshot.List(filepath.Join(dir, snapDirName))
+	if err != nil || len(infos) != 1 {
+		t.Fatalf("snapshots: %v %+v", err, infos)
+	}
+	b, err := os.ReadFile(infos[0].Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint16(b[8:], 2) // the format version field
+	if err := os.WriteFile(infos[0].Path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if infos, _ = snapshot.List(filepath.Join(dir, snapDirName)); !errors.Is(infos[0].Err, snapshot.ErrVersion) {
+		t.Fatalf("setup: the snapshot should read as a newer version: %v", infos[0].Err)
+	}
+	if s, err := Open(dir, o); err == nil {
+		s.Close()
+		t.Fatal("Open set a newer-format snapshot aside and started")
+	} else if !errors.Is(err, snapshot.ErrVersion) {
+		t.Errorf("Open: %v, want ErrVersion", err)
+	}
+	if _, err := os.Stat(infos[0].Path); err != nil {
+		t.Errorf("the snapshot was moved: %v", err)
+	}
+}
+
+// Snapshot refuses once Close is done: the directory may belong to
+// another process by then.
+func TestSnapshotAfterClose(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(engine.NewManualClock(t0))
+	s := mustOpen(t, dir, o)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Snapshot(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Snapshot after Close: %v, want ErrClosed", err)
 	}
 }
