@@ -29,6 +29,7 @@ import (
 	"bufio"
 	"bytes"
 	_ "embed"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -50,7 +51,7 @@ type Set struct {
 	// walking every suffix took three or four (an eighth of a check).
 	domainEnds   map[string]struct{}
 	oneLabel     bool
-	clientRegexp *regexp.Regexp
+	clientRegexp *reList
 	prefixes     map[netip.Prefix]struct{}
 	v4Bits       []int
 	v6Bits       []int
@@ -58,7 +59,7 @@ type Set struct {
 	rcptLocals  map[string]struct{}
 	rcptAddrs   map[string]struct{}
 	rcptDomains map[string]struct{}
-	rcptRegexp  *regexp.Regexp
+	rcptRegexp  *reList
 
 	names nameCache
 
@@ -83,11 +84,17 @@ func Empty() *Set { return &Set{} }
 // Parse builds a Set from readers, for tests and embedded defaults.
 func Parse(clients, recipients io.Reader) *Set {
 	b := newBuilder()
+	add := func(info File, err error) {
+		if err != nil {
+			info.Skipped = append(info.Skipped, "the rest of the input: "+err.Error())
+		}
+		b.set.Files = append(b.set.Files, info)
+	}
 	if clients != nil {
-		b.set.Files = append(b.set.Files, b.readClients(clients, "clients"))
+		add(b.readClients(clients, "clients"))
 	}
 	if recipients != nil {
-		b.set.Files = append(b.set.Files, b.readRecipients(recipients, "recipients"))
+		add(b.readRecipients(recipients, "recipients"))
 	}
 	return b.build()
 }
@@ -113,14 +120,17 @@ func newBuilder() *builder {
 }
 
 // lines yields each entry with its line number, comments and blanks gone.
-func lines(r io.Reader, fn func(n int, entry string)) {
+// As in postgrey, a '#' starts a comment anywhere, after a /regex/ too. A
+// read error, or a line longer than 1 MiB, ends the file with an error:
+// the lines after it must not be dropped without a word.
+func lines(r io.Reader, fn func(n int, entry string)) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), 1<<20)
 	n := 0
 	for sc.Scan() {
 		n++
 		line := sc.Text()
-		if i := strings.IndexByte(line, '#'); i >= 0 && !strings.HasPrefix(strings.TrimSpace(line), "/") {
+		if i := strings.IndexByte(line, '#'); i >= 0 {
 			line = line[:i]
 		}
 		line = strings.TrimSpace(line)
@@ -128,26 +138,44 @@ func lines(r io.Reader, fn func(n int, entry string)) {
 			fn(n, line)
 		}
 	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("after line %d: %w", n, err)
+	}
+	return nil
 }
 
-// compileRe checks one postgrey-style /regex/ entry.
+// isRe reports whether an entry is postgrey's /regex/ form.
+func isRe(e string) bool { return len(e) >= 2 && e[0] == '/' && e[len(e)-1] == '/' }
+
+// compileRe checks one /regex/ entry and returns it ready to join the
+// others. Like postgrey's /^\/(\S+)\/$/ it wants a body without blanks
+// ("//" would match everything); it matches without regard to case, as
+// postgrey's /i does, so the pattern itself is left as written (lowercasing
+// it would turn \S into \s and \D into \d).
 func compileRe(entry string) (string, error) {
-	re := entry[1 : len(entry)-1]
+	body := entry[1 : len(entry)-1]
+	if body == "" {
+		return "", errors.New("empty regular expression (it would match everything)")
+	}
+	if strings.ContainsAny(body, " \t") {
+		return "", errors.New("blank inside a regular expression (postgrey does not read it either)")
+	}
+	re := "(?i:" + body + ")"
 	if _, err := regexp.Compile(re); err != nil {
-		return "", err
+		return "", fmt.Errorf("not a regular expression Go can read: %w", err)
 	}
 	return re, nil
 }
 
-func (b *builder) readClients(r io.Reader, name string) File {
+func (b *builder) readClients(r io.Reader, name string) (File, error) {
 	info := File{Path: name, Kind: "clients"}
-	lines(r, func(n int, e string) {
+	err := lines(r, func(n int, e string) {
 		skip := func(why string) { info.Skipped = append(info.Skipped, fmt.Sprintf("line %d: %q: %s", n, e, why)) }
 		switch {
-		case len(e) >= 2 && e[0] == '/' && e[len(e)-1] == '/':
-			re, err := compileRe(strings.ToLower(e))
+		case isRe(e):
+			re, err := compileRe(e)
 			if err != nil {
-				skip("not a regular expression Go can read: " + err.Error())
+				skip(err.Error())
 				return
 			}
 			b.clientRes = append(b.clientRes, re)
@@ -182,7 +210,7 @@ func (b *builder) readClients(r io.Reader, name string) File {
 		}
 		info.Entries++
 	})
-	return info
+	return info, err
 }
 
 func (b *builder) addPrefix(p netip.Prefix) {
@@ -224,19 +252,22 @@ func partialIPv4(s string) (netip.Prefix, bool) {
 	return netip.PrefixFrom(netip.AddrFrom4(b), 8*len(parts)), true
 }
 
-func (b *builder) readRecipients(r io.Reader, name string) File {
+func (b *builder) readRecipients(r io.Reader, name string) (File, error) {
 	info := File{Path: name, Kind: "recipients"}
-	lines(r, func(n int, e string) {
+	err := lines(r, func(n int, e string) {
 		skip := func(why string) { info.Skipped = append(info.Skipped, fmt.Sprintf("line %d: %q: %s", n, e, why)) }
-		e = strings.ToLower(e)
-		switch at := strings.LastIndexByte(e, '@'); {
-		case len(e) >= 2 && e[0] == '/' && e[len(e)-1] == '/':
+		if isRe(e) {
 			re, err := compileRe(e)
 			if err != nil {
-				skip("not a regular expression Go can read: " + err.Error())
+				skip(err.Error())
 				return
 			}
 			b.rcptRes = append(b.rcptRes, re)
+			info.Entries++
+			return
+		}
+		e = strings.ToLower(e)
+		switch at := strings.LastIndexByte(e, '@'); {
 		case at == len(e)-1:
 			if at == 0 {
 				skip("empty local part")
@@ -253,16 +284,42 @@ func (b *builder) readRecipients(r io.Reader, name string) File {
 		}
 		info.Entries++
 	})
-	return info
+	return info, err
 }
 
-func alternation(res []string) *regexp.Regexp {
+// reList is a list's regular expressions: joined into one RE2 program, so
+// a name is read once and not once a pattern, or, when the joined program
+// would pass RE2's size limits (thousands of large patterns), each on its
+// own.
+type reList struct {
+	one  *regexp.Regexp
+	many []*regexp.Regexp
+}
+
+func alternation(res []string) *reList {
 	if len(res) == 0 {
 		return nil
 	}
-	// One RE2 program for the whole list: a name is read once, not once a
-	// pattern.
-	return regexp.MustCompile("(?:" + strings.Join(res, ")|(?:") + ")")
+	if re, err := regexp.Compile(strings.Join(res, "|")); err == nil {
+		return &reList{one: re}
+	}
+	l := &reList{}
+	for _, r := range res {
+		l.many = append(l.many, regexp.MustCompile(r)) // each compiled alone before
+	}
+	return l
+}
+
+func (l *reList) MatchString(s string) bool {
+	if l.one != nil {
+		return l.one.MatchString(s)
+	}
+	for _, re := range l.many {
+		if re.MatchString(s) {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *builder) build() *Set {
@@ -335,14 +392,31 @@ func (s *Set) MatchClient(addr netip.Addr, name string) bool {
 func (s *Set) MatchRecipient(rcpt []byte) bool {
 	at := bytes.LastIndexByte(rcpt, '@')
 	if at >= 0 {
+		local := rcpt[:at]
+		// As in postgrey, "name@" and "name@domain" also cover
+		// name+extension@.
+		base := local
+		if i := bytes.IndexByte(local, '+'); i > 0 && i < len(local)-1 {
+			base = local[:i]
+		}
 		if len(s.rcptLocals) > 0 {
-			if _, ok := s.rcptLocals[string(rcpt[:at])]; ok {
+			if _, ok := s.rcptLocals[string(local)]; ok {
+				return true
+			}
+			if _, ok := s.rcptLocals[string(base)]; ok && len(base) < len(local) {
 				return true
 			}
 		}
 		if len(s.rcptAddrs) > 0 {
 			if _, ok := s.rcptAddrs[string(rcpt)]; ok {
 				return true
+			}
+			if len(base) < len(local) {
+				var scratch [256]byte
+				addr := append(append(scratch[:0], base...), rcpt[at:]...)
+				if _, ok := s.rcptAddrs[string(addr)]; ok {
+					return true
+				}
 			}
 		}
 		if len(s.rcptDomains) > 0 && matchDomain(s.rcptDomains, rcpt[at+1:]) {
@@ -363,7 +437,7 @@ type nameCache struct {
 	m  map[string]bool
 }
 
-func (c *nameCache) match(re *regexp.Regexp, name []byte) bool {
+func (c *nameCache) match(re *reList, name []byte) bool {
 	c.mu.RLock()
 	v, ok := c.m[string(name)]
 	c.mu.RUnlock()
@@ -431,18 +505,25 @@ var defaultRecipients string
 // is an error; a bad line is skipped and reported in Files.
 func LoadFiles(clientFiles, recipientFiles []string) (*Set, error) {
 	b := newBuilder()
-	read := func(paths []string, builtin string, kind func(io.Reader, string) File) error {
+	read := func(paths []string, builtin string, kind func(io.Reader, string) (File, error)) error {
 		for _, path := range paths {
 			if path == Builtin {
-				b.set.Files = append(b.set.Files, kind(strings.NewReader(builtin), Builtin))
+				info, err := kind(strings.NewReader(builtin), Builtin)
+				if err != nil {
+					return err
+				}
+				b.set.Files = append(b.set.Files, info)
 				continue
 			}
 			f, err := os.Open(path)
 			if err != nil {
 				return err
 			}
-			info := kind(f, path)
+			info, err := kind(f, path)
 			f.Close()
+			if err != nil {
+				return fmt.Errorf("read %s: %w", path, err)
+			}
 			b.set.Files = append(b.set.Files, info)
 		}
 		return nil

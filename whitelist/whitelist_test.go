@@ -1,6 +1,7 @@
 package whitelist
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -132,5 +133,80 @@ func TestDomainEnds(t *testing.T) {
 		if got := s.MatchClient(a, name); got != want {
 			t.Errorf("MatchClient(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+// Regular expressions read as postgrey reads them: a body without blanks
+// ("//" would match everything and is skipped), the pattern left as
+// written (\S is not \s) and matched without regard to case, a trailing
+// comment dropped.
+func TestRegexEntries(t *testing.T) {
+	s := Parse(strings.NewReader(`//
+/^mx-\S+\.example\.com$/
+/^\D+\.mail\.example\.org$/
+/^MTA\d+\.Example\.NET$/   # our MXes, see http://x/
+`), strings.NewReader("//\n/^\\W/\n"))
+	a := netip.MustParseAddr("198.51.100.9")
+	for name, want := range map[string]bool{
+		"spam.example":         false, // "//" skipped
+		"mx-01.example.com":    true,
+		"123.mail.example.org": false,
+		"abc.mail.example.org": true,
+		"mta7.example.net":     true,
+	} {
+		if got := s.MatchClient(a, name); got != want {
+			t.Errorf("client %s: %v, want %v", name, got, want)
+		}
+	}
+	if s.MatchRecipient([]byte("bob@example.net")) {
+		t.Error(`"//" or /^\W/ whitelists bob@example.net`)
+	}
+	if s.Files[0].Entries != 3 || len(s.Files[0].Skipped) != 1 || s.Files[1].Entries != 1 {
+		t.Errorf("files: %+v", s.Files)
+	}
+}
+
+// postgrey's name@ and name@domain cover name+extension@ too.
+func TestRecipientExtension(t *testing.T) {
+	s := Parse(nil, strings.NewReader("postmaster@\nabuse@example.com\n"))
+	for r, want := range map[string]bool{
+		"postmaster+ticket@example.com": true,
+		"abuse+x@example.com":           true,
+		"abuse+x@example.org":           false,
+		"abuse+@example.com":            false,
+		"postmasterx@example.com":       false,
+	} {
+		if got := s.MatchRecipient([]byte(r)); got != want {
+			t.Errorf("%s: %v, want %v", r, got, want)
+		}
+	}
+}
+
+// A list too big for one RE2 program still loads and matches, pattern by
+// pattern.
+func TestManyLargeRegexes(t *testing.T) {
+	var b strings.Builder
+	for i := range 4000 {
+		fmt.Fprintf(&b, "/^m%d[a-z]{1000}$/\n", i)
+	}
+	s := Parse(strings.NewReader(b.String()), nil)
+	if s.Files[0].Entries != 4000 || s.clientRegexp.one != nil {
+		t.Fatalf("entries %d, joined %v", s.Files[0].Entries, s.clientRegexp.one != nil)
+	}
+	if !s.MatchClient(netip.MustParseAddr("198.51.100.9"), "m3999"+strings.Repeat("a", 1000)) {
+		t.Error("the last pattern does not match")
+	}
+}
+
+// A file that cannot be read to its end is an error, not a shorter list.
+func TestUnreadableFiles(t *testing.T) {
+	dir := t.TempDir()
+	long := filepath.Join(dir, "clients")
+	os.WriteFile(long, []byte("# "+strings.Repeat("x", 2<<20)+"\nexample.com\n"), 0o644)
+	if _, err := LoadFiles([]string{long}, nil); err == nil {
+		t.Error("a line over 1 MiB: no error, the lines after it dropped")
+	}
+	if _, err := LoadFiles([]string{dir}, nil); err == nil {
+		t.Error("a directory read as an empty whitelist")
 	}
 }
