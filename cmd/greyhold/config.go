@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -36,6 +37,10 @@ func (v duration) Set(s string) error {
 	return nil
 }
 
+// maxDuration bounds every duration option: far beyond any sensible
+// setting, and far from time.Duration's overflow.
+const maxDuration = 100 * 365 * 24 * time.Hour
+
 func parseDuration(s string, unit time.Duration) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -45,6 +50,9 @@ func parseDuration(s string, unit time.Duration) (time.Duration, error) {
 		if n < 0 {
 			return 0, fmt.Errorf("%q: must not be negative", s)
 		}
+		if math.IsNaN(n) || n*float64(unit) > float64(maxDuration) {
+			return 0, fmt.Errorf("%q: want a duration under 100 years", s)
+		}
 		return time.Duration(n * float64(unit)), nil
 	}
 	var total time.Duration
@@ -53,6 +61,9 @@ func parseDuration(s string, unit time.Duration) (time.Duration, error) {
 		days, err := strconv.ParseFloat(rest[:i], 64)
 		if err != nil {
 			return 0, fmt.Errorf("%q: want a duration such as 300s, 5m, 48h or 35d", s)
+		}
+		if math.IsNaN(days) || days < 0 || days*float64(24*time.Hour) > float64(maxDuration) {
+			return 0, fmt.Errorf("%q: want a duration under 100 years", s)
 		}
 		total = time.Duration(days * float64(24*time.Hour))
 		rest = rest[i+1:]
@@ -64,7 +75,7 @@ func parseDuration(s string, unit time.Duration) (time.Duration, error) {
 		}
 		total += d
 	}
-	if total < 0 {
+	if total < 0 || total > maxDuration {
 		return 0, fmt.Errorf("%q: must not be negative", s)
 	}
 	return total, nil
@@ -140,6 +151,9 @@ func (s size) Set(v string) error {
 	if err != nil || n < 0 {
 		return fmt.Errorf("%q: want a size such as 1048576, 512KiB or 256MiB", v)
 	}
+	if n > math.MaxInt64/mult {
+		return fmt.Errorf("%q: too large", v)
+	}
 	*s.v = n * mult
 	return nil
 }
@@ -180,27 +194,51 @@ func readConfigFile(r io.Reader, path string) (map[string]string, error) {
 
 // applySources fills in every flag not given on the command line from the
 // environment, then from the config file: the command line beats the
-// environment, which beats the file, which beats the default.
+// environment, which beats the file, which beats the default. A postgrey
+// alias (aliasTargets) takes the rank of where it was written: --inet on
+// the command line beats GREYHOLD_POLICY_LISTEN, and GREYHOLD_IPV4_PREFIX
+// beats ipv4cidr in the file.
 func applySources(fs *flag.FlagSet, file map[string]string, filePath string) error {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	set := map[string]bool{} // flags with a value from a higher rank
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	taken := func(name string) bool {
+		if set[name] {
+			return true
+		}
+		for _, t := range aliasTargets[name] {
+			if set[t] {
+				return true
+			}
+		}
+		return false
+	}
 	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] {
-			return
-		}
-		if v, ok := os.LookupEnv(envName(f.Name)); ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
+	apply := func(lookup func(name string) (string, bool), describe func(name, v string) string) {
+		var got []string
+		fs.VisitAll(func(f *flag.Flag) {
+			if taken(f.Name) {
+				return
 			}
-			return
-		}
-		if v, ok := file[f.Name]; ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %s = %q: %w", filePath, f.Name, v, err))
+			if v, ok := lookup(f.Name); ok {
+				if err := fs.Set(f.Name, v); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", describe(f.Name, v), err))
+				}
+				got = append(got, f.Name)
+			}
+		})
+		// Only now: within one source, an alias and its flag are of the
+		// same rank, and neither shuts the other out.
+		for _, name := range got {
+			set[name] = true
+			for _, t := range aliasTargets[name] {
+				set[t] = true
 			}
 		}
-	})
+	}
+	apply(func(name string) (string, bool) { return os.LookupEnv(envName(name)) },
+		func(name, v string) string { return fmt.Sprintf("%s=%q", envName(name), v) })
+	apply(func(name string) (string, bool) { v, ok := file[name]; return v, ok },
+		func(name, v string) string { return fmt.Sprintf("%s: %s = %q", filePath, name, v) })
 	for name := range file {
 		if fs.Lookup(name) == nil {
 			errs = append(errs, fmt.Errorf("%s: unknown setting %q (see greyhold serve --help)", filePath, name))

@@ -96,3 +96,82 @@ func TestPostgreyFlags(t *testing.T) {
 		t.Errorf("postgrey flags read as %+v", c)
 	}
 }
+
+// sources parses args, then the environment and a config file, as serve
+// does.
+func sources(t *testing.T, args []string, env map[string]string, conf string) serveConfig {
+	t.Helper()
+	c := defaultServeConfig()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	c.flags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	file, err := readConfigFile(strings.NewReader(conf), "test.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applySources(fs, file, "test.conf"); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// A postgrey alias ranks where it is written: on the command line it
+// beats the environment and the file; in the environment it beats the
+// file; false means false.
+func TestPostgreyAliasPrecedence(t *testing.T) {
+	// Subtests, so that each one's environment ends with it.
+	t.Run("command line", func(t *testing.T) {
+		c := sources(t, []string{"--inet=10023", "--dbdir=/var/lib/cli", "--unix=/run/cli.sock", "--lookup-by-host"},
+			map[string]string{"GREYHOLD_DATA_DIR": "/var/lib/env"},
+			"policy-listen = 127.0.0.1:9999\npolicy-socket = /run/file.sock\nipv4-prefix = 24\n")
+		if c.policyListen != "127.0.0.1:10023" || c.dataDir != "/var/lib/cli" || c.policySocket != "/run/cli.sock" || c.ipv4Prefix != 32 {
+			t.Errorf("command-line aliases lost: listen %q, data %q, socket %q, ipv4 /%d", c.policyListen, c.dataDir, c.policySocket, c.ipv4Prefix)
+		}
+	})
+	t.Run("environment over file", func(t *testing.T) {
+		c := sources(t, nil, map[string]string{"GREYHOLD_IPV4_PREFIX": "32", "GREYHOLD_DATA_DIR": "/env"}, "ipv4cidr = 24\ndbdir = /file\n")
+		if c.ipv4Prefix != 32 || c.dataDir != "/env" {
+			t.Errorf("file aliases beat the environment: ipv4 /%d, data %q", c.ipv4Prefix, c.dataDir)
+		}
+	})
+	t.Run("alias in the environment", func(t *testing.T) {
+		c := sources(t, nil, map[string]string{"GREYHOLD_DBDIR": "/env"}, "data-dir = /file\n")
+		if c.dataDir != "/env" {
+			t.Errorf("an alias in the environment lost to the file: %q", c.dataDir)
+		}
+	})
+	for name, args := range map[string]struct {
+		args []string
+		env  map[string]string
+		conf string
+	}{
+		"flag": {args: []string{"--lookup-by-host=false"}},
+		"env":  {env: map[string]string{"GREYHOLD_LOOKUP_BY_HOST": "false"}},
+		"file": {conf: "lookup-by-host = false\n"},
+	} {
+		t.Run("lookup-by-host=false in the "+name, func(t *testing.T) {
+			c := sources(t, args.args, args.env, args.conf)
+			if c.ipv4Prefix != 24 || c.ipv6Prefix != 64 {
+				t.Errorf("gave /%d and /%d", c.ipv4Prefix, c.ipv6Prefix)
+			}
+		})
+	}
+}
+
+// Numbers out of range are refused, not wrapped into nonsense.
+func TestOutOfRangeValues(t *testing.T) {
+	for _, in := range []string{"NaN", "Inf", "1e300", "200000000000", "1e300d", "NaNd"} {
+		if d, err := parseDuration(in, 24*time.Hour); err == nil {
+			t.Errorf("parseDuration(%q, days) = %v, no error", in, d)
+		}
+	}
+	var n int64
+	if err := (size{&n}).Set("9999999999GiB"); err == nil {
+		t.Errorf("9999999999GiB read as %d", n)
+	}
+}

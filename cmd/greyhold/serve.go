@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -150,23 +151,49 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text (key=value) or json")
 	fs.StringVar(&c.logDecisions, "log-decisions", c.logDecisions, "log each decision: all (as postgrey), defers, or off")
 
-	// postgrey's names, so its command lines carry over.
+	// postgrey's names, so its command lines carry over. Each sets the
+	// flag it stands for through fs.Set, so that flag counts as given
+	// wherever the alias was (aliasTargets tells applySources which).
 	fs.Func("inet", "postgrey: listen on [HOST:]PORT for the policy protocol", func(v string) error {
 		if !strings.Contains(v, ":") {
 			v = "127.0.0.1:" + v
 		}
-		c.policyListen = v
-		return nil
+		return fs.Set("policy-listen", v)
 	})
-	fs.Func("unix", "postgrey: serve the policy protocol on this unix socket", func(v string) error { c.policySocket = v; return nil })
-	fs.Func("dbdir", "postgrey: same as --data-dir", func(v string) error { c.dataDir = v; return nil })
+	fs.Func("unix", "postgrey: serve the policy protocol on this unix socket", func(v string) error { return fs.Set("policy-socket", v) })
+	fs.Func("dbdir", "postgrey: same as --data-dir", func(v string) error { return fs.Set("data-dir", v) })
 	fs.Func("ipv4cidr", "postgrey: same as --ipv4-prefix", func(v string) error { return fs.Set("ipv4-prefix", v) })
 	fs.Func("ipv6cidr", "postgrey: same as --ipv6-prefix", func(v string) error { return fs.Set("ipv6-prefix", v) })
-	fs.BoolFunc("lookup-by-host", "postgrey: whole addresses, not networks (--ipv4-prefix=32 --ipv6-prefix=128)", func(string) error {
-		c.ipv4Prefix, c.ipv6Prefix = 32, 128
+	fs.BoolFunc("lookup-by-host", "postgrey: whole addresses, not networks (--ipv4-prefix=32 --ipv6-prefix=128)", func(v string) error {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q: want true or false", v)
+		}
+		if !on {
+			return nil
+		}
+		if err := fs.Set("ipv4-prefix", "32"); err != nil {
+			return err
+		}
+		return fs.Set("ipv6-prefix", "128")
+	})
+	fs.BoolFunc("lookup-by-subnet", "postgrey: networks (the default; the prefixes are --ipv4-prefix and --ipv6-prefix)", func(v string) error {
+		if _, err := strconv.ParseBool(v); err != nil {
+			return fmt.Errorf("%q: want true or false", v)
+		}
 		return nil
 	})
-	fs.BoolFunc("lookup-by-subnet", "postgrey: networks (the default)", func(string) error { return nil })
+}
+
+// aliasTargets names, for each postgrey alias, the flags it sets.
+var aliasTargets = map[string][]string{
+	"inet":             {"policy-listen"},
+	"unix":             {"policy-socket"},
+	"dbdir":            {"data-dir"},
+	"ipv4cidr":         {"ipv4-prefix"},
+	"ipv6cidr":         {"ipv6-prefix"},
+	"lookup-by-host":   {"ipv4-prefix", "ipv6-prefix"},
+	"lookup-by-subnet": nil,
 }
 
 // options builds the packages' options from the flags.
@@ -276,6 +303,12 @@ func runServe(args []string) int {
 }
 
 func serve(c *serveConfig, logger *slog.Logger) error {
+	// From the start: a SIGHUP from logrotate or a SIGTERM during a long
+	// recovery waits for the loop below instead of killing the process.
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sig)
+
 	token := c.adminToken
 	if c.adminTokenFile != "" {
 		b, err := os.ReadFile(c.adminTokenFile)
@@ -283,6 +316,9 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 			return fmt.Errorf("--admin-token-file: %w", err)
 		}
 		token = strings.TrimSpace(string(b))
+		if token == "" {
+			return fmt.Errorf("--admin-token-file %s is empty: put the token in it, or drop the flag", c.adminTokenFile)
+		}
 	}
 	decisions, err := server.ParseDecisionLog(c.logDecisions)
 	if err != nil {
@@ -352,9 +388,6 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 		logger.Warn("--test-clock is on: requests may set their own time; never run so in production")
 	}
 
-	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sig)
 	for s := range sig {
 		if s == syscall.SIGHUP {
 			if _, err := srv.ReloadWhitelist(); err == nil {
