@@ -87,7 +87,7 @@ func TestPostgreyFlags(t *testing.T) {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	c.flags(fs)
 	err := fs.Parse([]string{"--inet=10023", "--dbdir=/var/lib/g", "--lookup-by-host", "--delay=120", "--max-age=30", "--retry-window=2",
-		"--unix=/var/spool/postfix/private/greyhold"})
+		"--unix=/var/spool/postfix/private/greyhold", "--privacy"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -177,6 +177,12 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 		}
 		return fs.Set("ipv6-prefix", "128")
 	})
+	fs.BoolFunc("privacy", "postgrey: store hashes, not addresses (always so in greyhold; accepted and ignored)", func(v string) error {
+		if _, err := strconv.ParseBool(v); err != nil {
+			return fmt.Errorf("%q: want true or false", v)
+		}
+		return nil
+	})
 	fs.BoolFunc("lookup-by-subnet", "postgrey: networks (the default; the prefixes are --ipv4-prefix and --ipv6-prefix)", func(v string) error {
 		if _, err := strconv.ParseBool(v); err != nil {
 			return fmt.Errorf("%q: want true or false", v)
@@ -194,6 +200,7 @@ var aliasTargets = map[string][]string{
 	"ipv6cidr":         {"ipv6-prefix"},
 	"lookup-by-host":   {"ipv4-prefix", "ipv6-prefix"},
 	"lookup-by-subnet": nil,
+	"privacy":          nil,
 }
 
 // options builds the packages' options from the flags.
