@@ -188,14 +188,15 @@ func netEnd(p netip.Prefix) int {
 // Check decides one request at time now. Records for the changes it made go
 // into ch, which the caller must log before it acts on the decision; on a
 // decision without changes ch stays empty. Errors (ErrBadClientAddress,
-// ErrNoRecipient) mean the request was not decided and nothing changed.
+// ErrNoRecipient, ErrSenderTooLong, ErrRecipientTooLong) mean the request
+// was not decided and nothing changed.
 func (e *Engine) Check(now Time, req *Request, ch *Changes) (Decision, error) {
 	addr, err := parseAddr(req.ClientAddr)
 	if err != nil {
 		return Decision{}, fmt.Errorf("%w: %q", ErrBadClientAddress, req.ClientAddr)
 	}
-	if req.Recipient == "" {
-		return Decision{}, ErrNoRecipient
+	if err := checkAddresses(req); err != nil {
+		return Decision{}, err
 	}
 	addr = addr.Unmap().WithZone("")
 	network := clientNet(addr, &e.opts.Keys)
@@ -242,6 +243,20 @@ func (e *Engine) Check(now Time, req *Request, ch *Changes) (Decision, error) {
 		e.countClientPass(now, ck, ch)
 	}
 	return d, nil
+}
+
+// checkAddresses refuses what no key can be made of: no recipient, or an
+// address over MaxAddressLen.
+func checkAddresses(req *Request) error {
+	switch {
+	case req.Recipient == "":
+		return ErrNoRecipient
+	case len(req.Recipient) > MaxAddressLen:
+		return ErrRecipientTooLong
+	case len(req.Sender) > MaxAddressLen:
+		return ErrSenderTooLong
+	}
+	return nil
 }
 
 func (e *Engine) clientKey(buf []byte, network netip.Prefix) uint64 {
@@ -581,6 +596,12 @@ func (e *Engine) Lookup(req *Request) (TripletState, error) {
 	addr, err := parseAddr(req.ClientAddr)
 	if err != nil {
 		return TripletState{}, fmt.Errorf("%w: %q", ErrBadClientAddress, req.ClientAddr)
+	}
+	if len(req.Sender) > MaxAddressLen {
+		return TripletState{}, ErrSenderTooLong
+	}
+	if len(req.Recipient) > MaxAddressLen {
+		return TripletState{}, ErrRecipientTooLong
 	}
 	k := e.TripletKey(addr, req.Sender, req.Recipient)
 	s := e.shardOf(k)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -296,6 +297,10 @@ func TestBadRequests(t *testing.T) {
 		{ClientAddr: "unknown", Sender: from, Recipient: to},
 		{ClientAddr: "", Sender: from, Recipient: to},
 		{ClientAddr: cl, Sender: from, Recipient: ""},
+		// Over MaxAddressLen: the sender's length is a 16-bit field of the
+		// hashed bytes, and an address this long is no real one.
+		{ClientAddr: cl, Sender: strings.Repeat("a", MaxAddressLen+1) + "@example.org", Recipient: to},
+		{ClientAddr: cl, Sender: from, Recipient: strings.Repeat("b", MaxAddressLen+1) + "@example.net"},
 	} {
 		var ch Changes
 		_, err := e.Check(t0, &req, &ch)
@@ -312,6 +317,11 @@ func TestBadRequests(t *testing.T) {
 	}
 	if st := e.Stats(); st.Triplets != 0 {
 		t.Errorf("bad requests changed state: %+v", st)
+	}
+	var ch Changes
+	long := strings.Repeat("a", MaxAddressLen-len("@example.org")) + "@example.org"
+	if d, err := e.Check(t0, &Request{ClientAddr: cl, Sender: long, Recipient: to}, &ch); err != nil || d.Reason != ReasonNew {
+		t.Errorf("a sender of exactly MaxAddressLen bytes: %v %v", d.Reason, err)
 	}
 }
 

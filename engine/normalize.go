@@ -31,6 +31,18 @@ var ErrBadClientAddress = errors.New("client address is not an IP address")
 // ErrNoRecipient is returned for a request without a recipient.
 var ErrNoRecipient = errors.New("request has no recipient")
 
+// MaxAddressLen bounds a sender or recipient: Postfix's own line limit,
+// eight times what RFC 5321 allows a path. It also keeps the sender's
+// length, a 16-bit field in the bytes a key is hashed from, exact.
+const MaxAddressLen = 2048
+
+// ErrSenderTooLong and ErrRecipientTooLong are returned for addresses over
+// MaxAddressLen bytes.
+var (
+	ErrSenderTooLong    = errors.New("sender longer than 2048 bytes")
+	ErrRecipientTooLong = errors.New("recipient longer than 2048 bytes")
+)
+
 // ClientNetwork returns the network a client address belongs to under k.
 // IPv4-mapped IPv6 addresses count as IPv4, and a zone is ignored.
 func ClientNetwork(addr string, k KeyOptions) (netip.Prefix, error) {

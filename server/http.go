@@ -252,8 +252,10 @@ func (s *Server) appendDecision(dst []byte, req *engine.Request, r *store.Result
 		switch {
 		case errors.Is(r.Err, engine.ErrBadClientAddress):
 			field = "client_address"
-		case errors.Is(r.Err, engine.ErrNoRecipient):
+		case errors.Is(r.Err, engine.ErrNoRecipient), errors.Is(r.Err, engine.ErrRecipientTooLong):
 			field = "recipient"
+		case errors.Is(r.Err, engine.ErrSenderTooLong):
+			field = "sender"
 		}
 		o.str("error", errorWhy(r.Err))
 		if field != "" {
@@ -538,5 +540,6 @@ func fileList(w *whitelist.Set) []map[string]any {
 }
 
 func isBadRequest(err error) bool {
-	return errors.Is(err, engine.ErrBadClientAddress) || errors.Is(err, engine.ErrNoRecipient)
+	return errors.Is(err, engine.ErrBadClientAddress) || errors.Is(err, engine.ErrNoRecipient) ||
+		errors.Is(err, engine.ErrSenderTooLong) || errors.Is(err, engine.ErrRecipientTooLong)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"hash/crc32"
 	"math"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"testing"
@@ -337,5 +338,25 @@ func TestNewerVersion(t *testing.T) {
 	list, err := List(dir)
 	if err != nil || len(list) != 1 || !errors.Is(list[0].Err, ErrVersion) || list[0].Header.WALIndex != 1 {
 		t.Fatalf("List = %+v, %v", list, err)
+	}
+}
+
+// A chunk that claims rows but holds no compressed frame (only padding) is
+// corrupt: read as valid, it would hand the visitor nothing, or the rows of
+// the chunk before it again, while the directory counts them.
+func TestChunkWithoutFrame(t *testing.T) {
+	h := testHeader(1)
+	lo, _ := chunkRawBounds(1000, 2)
+	ch := entry{kind: kindChunk, id: 1, ncols: 2, rows: 1000, raw: uint32(lo)}
+	ch.pad = padFor(uint64(ch.raw), ch.logicalLen(), 0)
+	b := craft(h, make([]byte, ch.pad), entry{kind: kindTable, id: 1, ncols: 2}, ch)
+	dir := t.TempDir()
+	writeFile(t, dir, FileName(1), b)
+	p := filepath.Join(dir, FileName(1))
+	if _, err := Verify(p); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Verify: %v, want ErrCorrupt", err)
+	}
+	if _, err := Read(p, Visitor{}); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Read: %v, want ErrCorrupt", err)
 	}
 }

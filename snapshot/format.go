@@ -309,6 +309,11 @@ func parseDirectory(p []byte, bodyStart int64, bodyLen uint64) (directory, error
 			if lo, hi := chunkRawBounds(int(e.rows), int(e.ncols)); uint64(e.raw) < lo || uint64(e.raw) > hi {
 				return d, corruptf("directory entry %d: chunk of %d rows and %d columns cannot be %d bytes", n, e.rows, e.ncols, e.raw)
 			}
+			if e.frame == 0 {
+				// Rows need data: without a frame the reader would hand on
+				// whatever its buffers last held.
+				return d, corruptf("directory entry %d: chunk of %d rows without compressed data", n, e.rows)
+			}
 			d.tables[e.id] += int64(e.rows)
 			d.chunks++
 		case kindBlob:
