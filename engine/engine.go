@@ -2,7 +2,6 @@ package engine
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math/bits"
 	"net/netip"
@@ -577,51 +576,6 @@ func (e *Engine) Stats() Stats {
 	st.UnknownRecords = e.unknownRecords.Load()
 	return st
 }
-
-// errNotFound is returned by Lookup for a triplet the engine does not hold.
-var errNotFound = errors.New("engine: triplet not known")
-
-// TripletState is what the engine holds for one triplet, for inspection.
-type TripletState struct {
-	Key       uint64
-	FirstSeen Time
-	LastSeen  Time // passed triplets only
-	Passed    bool
-	Attempts  uint32 // pending triplets only
-}
-
-// Lookup returns the state of the triplet a request maps to, without
-// changing anything, for `greyhold check --dry-run` and tests.
-func (e *Engine) Lookup(req *Request) (TripletState, error) {
-	addr, err := parseAddr(req.ClientAddr)
-	if err != nil {
-		return TripletState{}, fmt.Errorf("%w: %q", ErrBadClientAddress, req.ClientAddr)
-	}
-	if len(req.Sender) > MaxAddressLen {
-		return TripletState{}, ErrSenderTooLong
-	}
-	if len(req.Recipient) > MaxAddressLen {
-		return TripletState{}, ErrRecipientTooLong
-	}
-	k := e.TripletKey(addr, req.Sender, req.Recipient)
-	s := e.shardOf(k)
-	s.mu.Lock()
-	en, ok := s.t.get(k)
-	s.mu.Unlock()
-	if !ok {
-		return TripletState{Key: k}, errNotFound
-	}
-	st := TripletState{Key: k, FirstSeen: en.first, Passed: en.passed()}
-	if st.Passed {
-		st.LastSeen = en.last()
-	} else {
-		st.Attempts = en.attempts()
-	}
-	return st, nil
-}
-
-// IsNotFound reports whether err says Lookup found nothing.
-func IsNotFound(err error) bool { return errors.Is(err, errNotFound) }
 
 // TripletKey returns the key of a triplet, as Check computes it.
 func (e *Engine) TripletKey(addr netip.Addr, sender, recipient string) uint64 {

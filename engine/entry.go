@@ -17,9 +17,8 @@ type entry struct {
 
 const passedBit = 1 << 31
 
-func (e entry) passed() bool     { return e.word&passedBit != 0 }
-func (e entry) last() Time       { return Time(e.word &^ passedBit) }
-func (e entry) attempts() uint32 { return e.word }
+func (e entry) passed() bool { return e.word&passedBit != 0 }
+func (e entry) last() Time   { return Time(e.word &^ passedBit) }
 
 func passedEntry(first, last Time) entry { return entry{first: first, word: passedBit | uint32(last)} }
 

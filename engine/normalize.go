@@ -43,6 +43,21 @@ var (
 	ErrRecipientTooLong = errors.New("recipient longer than 2048 bytes")
 )
 
+// BadRequestField names the request field a Check error is about
+// ("client_address", "sender" or "recipient"), or "" when err is not one
+// of the errors that mean the request itself was unusable.
+func BadRequestField(err error) string {
+	switch {
+	case errors.Is(err, ErrBadClientAddress):
+		return "client_address"
+	case errors.Is(err, ErrNoRecipient), errors.Is(err, ErrRecipientTooLong):
+		return "recipient"
+	case errors.Is(err, ErrSenderTooLong):
+		return "sender"
+	}
+	return ""
+}
+
 // ClientNetwork returns the network a client address belongs to under k.
 // IPv4-mapped IPv6 addresses count as IPv4, and a zone is ignored.
 func ClientNetwork(addr string, k KeyOptions) (netip.Prefix, error) {

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -12,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/greyhold/greyhold/whitelist"
 )
 
 // RuleKind says what a whitelist rule matches.
@@ -297,21 +298,6 @@ func buildRuleSet(state map[ruleID]ruleState) *ruleSet {
 	return rs
 }
 
-// matchDomain reports whether d or a domain above it is in set.
-func matchDomain(set map[string]struct{}, d []byte) bool {
-	for len(d) > 0 {
-		if _, ok := set[string(d)]; ok {
-			return true
-		}
-		i := bytes.IndexByte(d, '.')
-		if i < 0 {
-			return false
-		}
-		d = d[i+1:]
-	}
-	return false
-}
-
 func (e *Engine) matchAddr(a *addrRules, k RuleKind, addr []byte) bool {
 	local, domain, hasAt := splitAddress(addr)
 	if a.hashes != nil {
@@ -324,7 +310,7 @@ func (e *Engine) matchAddr(a *addrRules, k RuleKind, addr []byte) bool {
 			return true
 		}
 	}
-	return a.domains != nil && matchDomain(a.domains, domain)
+	return a.domains != nil && whitelist.MatchDomain(a.domains, domain)
 }
 
 // match reports whether a request is whitelisted. sender and recipient are
@@ -347,7 +333,7 @@ func (e *Engine) match(rs *ruleSet, client netip.Addr, name string, sender, reci
 	}
 	if rs.names != nil && name != "" {
 		var scratch [256]byte
-		if matchDomain(rs.names, appendLower(scratch[:0], name)) {
+		if whitelist.MatchDomain(rs.names, appendLower(scratch[:0], name)) {
 			return true
 		}
 	}

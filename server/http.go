@@ -248,17 +248,8 @@ func (s *Server) appendDecision(dst []byte, req *engine.Request, r *store.Result
 	var o jsonObject
 	o.begin(dst)
 	if r.Err != nil {
-		field := ""
-		switch {
-		case errors.Is(r.Err, engine.ErrBadClientAddress):
-			field = "client_address"
-		case errors.Is(r.Err, engine.ErrNoRecipient), errors.Is(r.Err, engine.ErrRecipientTooLong):
-			field = "recipient"
-		case errors.Is(r.Err, engine.ErrSenderTooLong):
-			field = "sender"
-		}
 		o.str("error", errorWhy(r.Err))
-		if field != "" {
+		if field := engine.BadRequestField(r.Err); field != "" {
 			o.str("field", field)
 		}
 		return o.end()
@@ -539,7 +530,4 @@ func fileList(w *whitelist.Set) []map[string]any {
 	return files
 }
 
-func isBadRequest(err error) bool {
-	return errors.Is(err, engine.ErrBadClientAddress) || errors.Is(err, engine.ErrNoRecipient) ||
-		errors.Is(err, engine.ErrSenderTooLong) || errors.Is(err, engine.ErrRecipientTooLong)
-}
+func isBadRequest(err error) bool { return engine.BadRequestField(err) != "" }

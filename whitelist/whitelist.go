@@ -378,7 +378,7 @@ func (s *Set) MatchClient(addr netip.Addr, name string) bool {
 	low := appendLower(scratch[:0], name)
 	if len(s.clientDomains) > 0 {
 		_, maybe := s.domainEnds[string(lastLabels(low))]
-		if (maybe || s.oneLabel) && matchDomain(s.clientDomains, low) {
+		if (maybe || s.oneLabel) && MatchDomain(s.clientDomains, low) {
 			return true
 		}
 	}
@@ -419,7 +419,7 @@ func (s *Set) MatchRecipient(rcpt []byte) bool {
 				}
 			}
 		}
-		if len(s.rcptDomains) > 0 && matchDomain(s.rcptDomains, rcpt[at+1:]) {
+		if len(s.rcptDomains) > 0 && MatchDomain(s.rcptDomains, rcpt[at+1:]) {
 			return true
 		}
 	}
@@ -465,7 +465,9 @@ func lastLabels(d []byte) []byte {
 	return d[bytes.LastIndexByte(d[:i], '.')+1:]
 }
 
-func matchDomain(set map[string]struct{}, d []byte) bool {
+// MatchDomain reports whether d or a domain above it is in set: the
+// subdomain rule of postgrey's lists, which the engine's runtime rules share.
+func MatchDomain(set map[string]struct{}, d []byte) bool {
 	for len(d) > 0 {
 		if _, ok := set[string(d)]; ok {
 			return true
