@@ -86,6 +86,7 @@ type Options struct {
 // testHooks let tests drive time and inject faults.
 type testHooks struct {
 	syncTick  <-chan time.Time         // replaces the interval syncer's ticker
+	syncDone  chan<- struct{}          // told when the syncer has handled a tick
 	retryTick <-chan time.Time         // replaces the reopen-retry ticker
 	write     func(index uint64) error // runs before each frame write; an error fails it
 	reopen    func() error             // runs before each reopen; an error fails it
@@ -838,11 +839,13 @@ func (l *Log) runSyncer(tick <-chan time.Time, ticker *time.Ticker) {
 			l.mu.Lock()
 			failed := l.failed != nil
 			l.mu.Unlock()
-			if failed {
-				continue
+			if !failed {
+				if err := l.syncNow(); err != nil && !errors.Is(err, ErrClosed) {
+					l.syncFailed(err)
+				}
 			}
-			if err := l.syncNow(); err != nil && !errors.Is(err, ErrClosed) {
-				l.syncFailed(err)
+			if d := l.opts.hooks.syncDone; d != nil {
+				d <- struct{}{}
 			}
 		}
 	}

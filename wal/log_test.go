@@ -161,16 +161,17 @@ func TestSyncAlwaysReturnsAfterFsync(t *testing.T) {
 
 func TestSyncInterval(t *testing.T) {
 	tick := make(chan time.Time)
-	// tickAndWait sends two ticks: the second is only taken once the syncer
-	// has finished with the first.
+	done := make(chan struct{})
+	// tickAndWait returns once the syncer has finished with the tick, so
+	// that its fsync cannot overlap the appends that follow.
 	tickAndWait := func() {
 		tick <- time.Time{}
-		tick <- time.Time{}
+		<-done
 	}
 	l := openLog(t, t.TempDir(), Options{
 		Sync:        SyncEvery(time.Hour),
 		SegmentSize: smallSegments,
-		hooks:       &testHooks{syncTick: tick},
+		hooks:       &testHooks{syncTick: tick, syncDone: done},
 	})
 	writeFrames(t, l, 3)
 	if st := l.Stats(); st.SyncedIndex != 0 || st.Syncs != 0 {
