@@ -75,10 +75,17 @@ func BenchmarkParsePolicy(b *testing.B) {
 	var r policyRequest
 	b.SetBytes(int64(len(req)))
 	b.ReportAllocs()
-	for b.Loop() {
-		if n, err := parsePolicy(req, &lim, &r); n != len(req) || err != nil {
-			b.Fatal(n, err)
-		}
+	for _, p := range []struct {
+		name  string
+		parse func([]byte, *Limits, *policyRequest) (int, error)
+	}{{"all", parsePolicy}, {"lines", parseLines}} {
+		b.Run(p.name, func(b *testing.B) {
+			for b.Loop() {
+				if n, err := p.parse(req, &lim, &r); n != len(req) || err != nil {
+					b.Fatal(n, err)
+				}
+			}
+		})
 	}
 }
 

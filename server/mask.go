@@ -1,0 +1,45 @@
+package server
+
+import (
+	"encoding/binary"
+)
+
+// maskBatch is how many 64-byte blocks parseWhole has masked at once: 512
+// bytes, most of a Postfix request.
+const maskBatch = 8
+
+// maskBlocksGo is the portable maskBlocks: the zero-byte trick eight bytes at
+// a time, each word's flags packed to eight bits by one multiplication.
+func maskBlocksGo(src []byte, nl, eq []uint64) {
+	const (
+		lo = 0x0101010101010101
+		pn = lo * '\n'
+		pe = lo * '='
+	)
+	for k := range nl {
+		b := src[k*64 : k*64+64]
+		var n, e uint64
+		for j := 0; j < 64; j += 8 {
+			w := binary.LittleEndian.Uint64(b[j:])
+			n |= packFlags(zeroBytes(w^pn)) << j
+			e |= packFlags(zeroBytes(w^pe)) << j
+		}
+		nl[k], eq[k] = n, e
+	}
+}
+
+// zeroBytes sets the high bit of each byte of x that is zero, and no other
+// bit: exact, unlike the borrow trick of lineEnd, because a word holds
+// several matches and every one is used.
+func zeroBytes(x uint64) uint64 {
+	const m7 = 0x7f7f7f7f7f7f7f7f
+	return ^((x&m7 + m7) | x | m7)
+}
+
+// packFlags gathers the high bits of x's eight bytes into its low eight
+// bits, byte i to bit i: the multiplication moves each to bit 56+i, and the
+// partial products that land below bit 56 can only carry into it from
+// flags that are all set, which sums keep below 2^56.
+func packFlags(x uint64) uint64 {
+	return (x >> 7) * 0x0102040810204080 >> 56
+}
