@@ -172,6 +172,39 @@ func BenchmarkCheckKnown(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checks/s")
 			b.ReportMetric(0, "ns/op")
 		})
+		// As a pipelining server decides: 32 requests at a time through
+		// CheckBatch, which prefetches each request's slot while deciding
+		// the one before.
+		b.Run(fmt.Sprintf("triplets=%s/engine-batch32", count(n)), func(b *testing.B) {
+			e := newTestEngine(b, nil)
+			fill(b, e, t)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				x := xorshift(seedCounter.Add(1) * 0x9e3779b97f4a7c15)
+				reqs := make([]Request, 32)
+				res := make([]Result, 32)
+				var recs []byte
+				for {
+					m := 0
+					for m < len(reqs) && pb.Next() {
+						t.req(int(x.next()%uint64(n)), &reqs[m])
+						m++
+					}
+					if m == 0 {
+						return
+					}
+					recs, _ = e.CheckBatch(t0+600, reqs[:m], res, recs[:0])
+					for i := range m {
+						if res[i].Reason != ReasonKnown {
+							b.Fatalf("not known: %v", res[i].Reason)
+						}
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checks/s")
+			b.ReportMetric(0, "ns/op")
+		})
 	}
 }
 

@@ -1,9 +1,11 @@
 package engine_test
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	. "github.com/greyhold/greyhold/engine"
@@ -157,5 +159,62 @@ func TestReplayProperty(t *testing.T) {
 				t.Fatal(diff)
 			}
 		})
+	}
+}
+
+// TestCheckBatchIsSequential: a batch decides as Check does one request
+// after another (the next request is prepared before the one before it is
+// decided), with the same records in the same order, through batches that
+// repeat a triplet back to back, hold bad requests, and keys too long for
+// the stack buffer.
+func TestCheckBatchIsSequential(t *testing.T) {
+	mut := func(o *Options) { o.AutoWhitelistClients = 2; o.MaxEntries = 64 }
+	one, batch := newEngine(t, mut), newEngine(t, mut)
+	w := testutil.NewWorkload(11, testutil.T0)
+	long := strings.Repeat("x", 300)
+	var reqs []Request
+	var res []Result
+	var recs []byte
+	for round := range 3000 {
+		now := w.Now
+		reqs = reqs[:0]
+		for range 1 + w.R.IntN(40) {
+			_, req := w.Step()
+			w.Now = now // one time for the whole batch
+			switch w.R.IntN(30) {
+			case 0:
+				req.ClientAddr = "not-an-address"
+			case 1:
+				req.Recipient = ""
+			case 2:
+				req.Sender = long + req.Sender
+			case 3:
+				if len(reqs) > 0 {
+					req = reqs[len(reqs)-1]
+				}
+			}
+			reqs = append(reqs, req)
+		}
+		var want []byte
+		wantN := 0
+		wantRes := make([]Result, len(reqs))
+		for i := range reqs {
+			var ch Changes
+			wantRes[i].Decision, wantRes[i].Err = one.Check(now, &reqs[i], &ch)
+			want = append(want, ch.Bytes()...)
+			wantN += ch.Count()
+		}
+		res = slices.Grow(res[:0], len(reqs))[:len(reqs)]
+		var n int
+		recs, n = batch.CheckBatch(now, reqs, res, recs[:0])
+		for i := range reqs {
+			if res[i].Decision != wantRes[i].Decision || fmt.Sprint(res[i].Err) != fmt.Sprint(wantRes[i].Err) {
+				t.Fatalf("round %d, request %d (%+v): batch %+v, one by one %+v", round, i, reqs[i], res[i], wantRes[i])
+			}
+		}
+		if n != wantN || !bytes.Equal(recs, want) {
+			t.Fatalf("round %d: batch logged %d records (%x), one by one %d (%x)", round, n, recs, wantN, want)
+		}
+		w.Now += Time(w.R.IntN(600))
 	}
 }

@@ -20,6 +20,7 @@ type table struct {
 	slots []slot
 	n     int
 	shift uint // the key bits that chose the shard, dropped for the home slot
+	view  tableView
 }
 
 type slot struct {
@@ -113,6 +114,7 @@ func (t *table) reserve(n int) {
 func (t *table) resize(size int) {
 	old := t.slots
 	t.slots = make([]slot, size)
+	t.view.publish(t.slots, t.shift)
 	t.n = 0
 	for _, s := range old {
 		if s.k != 0 {

@@ -400,11 +400,9 @@ func (s *Store) checkAt(now engine.Time, req *engine.Request, ch *engine.Changes
 	return d, nil
 }
 
-// Result is one answer of CheckBatch.
-type Result struct {
-	engine.Decision
-	Err error
-}
+// Result is one answer of CheckBatch: a decision, or the error Check would
+// have returned.
+type Result = engine.Result
 
 var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
@@ -416,17 +414,7 @@ func (s *Store) CheckBatch(now engine.Time, reqs []engine.Request, out []Result)
 	out = slices.Grow(out, len(reqs))[:base+len(reqs)]
 	res := out[base:]
 	bp := batchBufs.Get().(*[]byte)
-	buf := (*bp)[:0]
-	n := 0
-	var ch engine.Changes
-	for i := range reqs {
-		ch.Reset()
-		res[i].Decision, res[i].Err = s.eng.Check(now, &reqs[i], &ch)
-		if ch.Count() > 0 {
-			buf = append(buf, ch.Bytes()...)
-			n += ch.Count()
-		}
-	}
+	buf, n := s.eng.CheckBatch(now, reqs, res, (*bp)[:0])
 	if n > 0 {
 		if err := s.wal.Append(buf, n); err != nil {
 			s.notLogged.Add(1)

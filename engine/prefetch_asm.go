@@ -1,0 +1,9 @@
+//go:build (amd64 || arm64) && !purego
+
+package engine
+
+// prefetchLine hints the CPU to load the cache line holding addr. It never
+// faults, whatever addr is.
+//
+//go:noescape
+func prefetchLine(addr uintptr)
