@@ -50,6 +50,7 @@ type Set struct {
 	// match no entry; one lookup of their last two labels says so, where
 	// walking every suffix took three or four (an eighth of a check).
 	domainEnds   map[string]struct{}
+	endsF        strFilter
 	oneLabel     bool
 	clientRegexp *reList
 	prefixes     map[netip.Prefix]struct{}
@@ -58,6 +59,8 @@ type Set struct {
 
 	rcptLocals  map[string]struct{}
 	rcptAddrs   map[string]struct{}
+	localsF     strFilter // of rcptLocals
+	addrsF      strFilter // of rcptAddrs
 	rcptDomains map[string]struct{}
 	rcptRegexp  *reList
 
@@ -331,6 +334,9 @@ func (b *builder) build() *Set {
 		}
 		s.domainEnds[string(lastLabels([]byte(d)))] = struct{}{}
 	}
+	s.endsF = filterOf(s.domainEnds)
+	s.localsF = filterOf(s.rcptLocals)
+	s.addrsF = filterOf(s.rcptAddrs)
 	s.clientRegexp = alternation(b.clientRes)
 	s.rcptRegexp = alternation(b.rcptRes)
 	for bits := range b.v4 {
@@ -377,7 +383,10 @@ func (s *Set) MatchClient(addr netip.Addr, name string) bool {
 	var scratch [256]byte
 	low := appendLower(scratch[:0], name)
 	if len(s.clientDomains) > 0 {
-		_, maybe := s.domainEnds[string(lastLabels(low))]
+		maybe := false
+		if ends := lastLabels(low); s.endsF.mayHave(ends) {
+			_, maybe = s.domainEnds[string(ends)]
+		}
 		if (maybe || s.oneLabel) && MatchDomain(s.clientDomains, low) {
 			return true
 		}
@@ -399,22 +408,26 @@ func (s *Set) MatchRecipient(rcpt []byte) bool {
 		if i := bytes.IndexByte(local, '+'); i > 0 && i < len(local)-1 {
 			base = local[:i]
 		}
-		if len(s.rcptLocals) > 0 {
+		if s.localsF.mayHave(local) {
 			if _, ok := s.rcptLocals[string(local)]; ok {
 				return true
 			}
-			if _, ok := s.rcptLocals[string(base)]; ok && len(base) < len(local) {
+		}
+		if len(base) < len(local) && s.localsF.mayHave(base) {
+			if _, ok := s.rcptLocals[string(base)]; ok {
 				return true
 			}
 		}
-		if len(s.rcptAddrs) > 0 {
-			if _, ok := s.rcptAddrs[string(rcpt)]; ok {
-				return true
+		if s.addrsF.any {
+			if s.addrsF.mayHave(rcpt) {
+				if _, ok := s.rcptAddrs[string(rcpt)]; ok {
+					return true
+				}
 			}
 			if len(base) < len(local) {
 				var scratch [256]byte
 				addr := append(append(scratch[:0], base...), rcpt[at:]...)
-				if _, ok := s.rcptAddrs[string(addr)]; ok {
+				if _, ok := s.rcptAddrs[string(addr)]; ok && s.addrsF.mayHave(addr) {
 					return true
 				}
 			}
