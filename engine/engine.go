@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -101,10 +102,14 @@ const secretLen = 16
 // I/O: every change it makes is returned as records for the caller to log,
 // and Apply replays records into it. All methods are safe for concurrent use.
 type Engine struct {
-	opts        Options
-	p           params
-	secret      [secretLen]byte
-	shards      []shard
+	opts   Options
+	p      params
+	secret [secretLen]byte
+	shards []shard
+	// views are the shards' tables as prefetching sees them, kept apart
+	// from the shards: read on every check, written only when a table
+	// grows, where a shard's lines change hands between cores at each lock.
+	views       []tableView
 	shift       uint
 	maxPerShard int
 
@@ -130,6 +135,7 @@ func New(opts Options, secret []byte) (*Engine, error) {
 		opts:      opts,
 		p:         newParams(&opts),
 		shards:    make([]shard, opts.Shards),
+		views:     make([]tableView, opts.Shards),
 		shift:     uint(64 - bits.TrailingZeros(uint(opts.Shards))),
 		ruleState: map[ruleID]ruleState{},
 	}
@@ -139,6 +145,7 @@ func New(opts Options, secret []byte) (*Engine, error) {
 	}
 	for i := range e.shards {
 		e.shards[i].t.shift = uint(bits.TrailingZeros(uint(opts.Shards)))
+		e.shards[i].t.view = &e.views[i]
 		e.shards[i].c = map[uint64]client{}
 		e.shards[i].w = &wheel{}
 	}
@@ -275,7 +282,10 @@ func (e *Engine) prepare(req *Request, st *checkState) {
 	}
 	st.n, st.senderAt, st.senderEnd = len(buf), at, end
 	st.k = xxhash.Sum64(buf)
-	e.shardOf(st.k).t.view.prefetch(st.k)
+	i := st.k >> e.shift
+	e.views[i].prefetch(st.k)
+	// The shard's lock too: the other cores' checks keep taking it away.
+	prefetchLine(uintptr(unsafe.Pointer(&e.shards[i])))
 }
 
 // finish decides a prepared request.
