@@ -250,10 +250,7 @@ func (pc *policyConn) process(start time.Time, atEOF bool) bool {
 		}
 	}
 	ok := s.write(pc.c, &pc.cb, pc.out, start)
-	d := time.Since(start).Seconds()
-	for range pc.parsed {
-		s.m.policyDur.Observe(d)
-	}
+	s.m.policyDur.observe(time.Since(start).Seconds(), len(pc.parsed))
 	return ok && perr == nil
 }
 

@@ -82,7 +82,7 @@ func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx, metrics fasthttp.RequestHa
 		} else {
 			s.httpBatch(ctx)
 		}
-		s.m.httpDur.Observe(time.Since(start).Seconds())
+		s.m.httpDur.observe(time.Since(start).Seconds(), 1)
 	case "/v1/stats":
 		if s.allow(ctx, method, "GET") {
 			s.httpStats(ctx)

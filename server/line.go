@@ -111,10 +111,7 @@ func (lc *lineConn) process(start time.Time, atEOF bool) bool {
 		lc.out = append(lc.out, "ERROR line too long\n"...)
 	}
 	ok := s.write(lc.c, &lc.cb, lc.out, start)
-	d := time.Since(start).Seconds()
-	for range lc.errs {
-		s.m.lineDur.Observe(d)
-	}
+	s.m.lineDur.observe(time.Since(start).Seconds(), len(lc.errs))
 	return ok && !tooLong
 }
 

@@ -9,7 +9,7 @@ import (
 )
 
 type metrics struct {
-	policyDur, lineDur, httpDur prometheus.Observer
+	policyDur, lineDur, httpDur *latency
 	connsOpen                   *prometheus.GaugeVec
 	connsTotal                  *prometheus.CounterVec
 	limitHits                   *prometheus.CounterVec
@@ -27,15 +27,10 @@ var latencyBuckets = []float64{1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5
 var retryBuckets = []float64{60, 120, 300, 360, 450, 600, 900, 1200, 1800, 3600, 7200, 14400, 28800, 86400, 172800}
 
 func newMetrics(s *Server, reg *prometheus.Registry) *metrics {
-	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "greyhold_request_duration_seconds",
-		Help:    "Time from reading a request to writing its answer, by protocol.",
-		Buckets: latencyBuckets,
-	}, []string{"protocol"})
 	m := &metrics{
-		policyDur: dur.WithLabelValues("policy"),
-		lineDur:   dur.WithLabelValues("line"),
-		httpDur:   dur.WithLabelValues("http"),
+		policyDur: newLatency(),
+		lineDur:   newLatency(),
+		httpDur:   newLatency(),
 		connsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "greyhold_connections_open", Help: "Open client connections, by protocol.",
 		}, []string{"protocol"}),
@@ -65,6 +60,12 @@ func newMetrics(s *Server, reg *prometheus.Registry) *metrics {
 	}
 	for _, k := range []string{"bad_request", "not_logged", "internal"} {
 		m.errors.WithLabelValues(k)
+	}
+	dur := &latencies{
+		desc: prometheus.NewDesc("greyhold_request_duration_seconds",
+			"Time from reading a request to writing its answer, by protocol.", []string{"protocol"}, nil),
+		protos: []string{"policy", "line", "http"},
+		hs:     []*latency{m.policyDur, m.lineDur, m.httpDur},
 	}
 	if reg != nil {
 		reg.MustRegister(dur, m.connsOpen, m.connsTotal, m.limitHits, m.errors, m.retryDelay, &stateCollector{s: s})
