@@ -245,7 +245,10 @@ func appendSender(dst []byte, s string, raw bool) []byte {
 
 	// Unwrap until nothing matches: each step shortens local, so this ends,
 	// and the fixpoint makes normalisation idempotent even for wrappings
-	// nested inside each other.
+	// nested inside each other. The +extension is cut inside the loop:
+	// what follows a '+' can keep a wrapping from being recognised (an '@'
+	// in an SRS part), and cutting it after the loop left one that the next
+	// normalisation unwraps (a fuzzer found "SRS0=0=0=0=0+@@").
 	for {
 		if l, d, ok := unwrapSRS(local); ok {
 			local, domain, hasAt = l, d, true
@@ -255,10 +258,11 @@ func appendSender(dst []byte, s string, raw bool) []byte {
 			local = l
 			continue
 		}
+		if i := bytes.IndexByte(local, '+'); i >= 0 {
+			local = local[:i]
+			continue
+		}
 		break
-	}
-	if i := bytes.IndexByte(local, '+'); i >= 0 {
-		local = local[:i]
 	}
 	dst = appendCollapsed(dst[:out], local)
 	if hasAt {

@@ -47,6 +47,9 @@ func TestNormaliseSender(t *testing.T) {
 	f("SRS0-abcd=ZZ=orig.example=a=b@fwd.example", "a=b@orig.example")
 	f("SRS1=HHH=first.example==HHH=TT=orig.example=alice@second.example", "alice@orig.example")
 	f("SRS1=HHH=first.example=+HHH=TT=orig.example=alice@second.example", "alice@orig.example")
+	// What follows a +extension does not keep a wrapping from being
+	// unwrapped (normalising again must not change the result).
+	f("SRS0=0=0=0=0+@@", "#@0")
 	// SRS wrapping BATV: unwrapped until nothing matches.
 	f("SRS0=h1=t1=orig.example=prvs=0123abcdef=carol@fwd.example", "carol@orig.example")
 	// Broken SRS stays as it came (its digits still collapse).
