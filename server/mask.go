@@ -37,9 +37,10 @@ func zeroBytes(x uint64) uint64 {
 }
 
 // packFlags gathers the high bits of x's eight bytes into its low eight
-// bits, byte i to bit i: the multiplication moves each to bit 56+i, and the
-// partial products that land below bit 56 can only carry into it from
-// flags that are all set, which sums keep below 2^56.
+// bits, byte i to bit i: the multiplication moves each to bit 56+i; every
+// other partial product lands above bit 63 or below bit 56, and those below
+// sum to less than 2^56 even with all flags set, so nothing carries into
+// the result (TestPackFlags tries all 256 patterns).
 func packFlags(x uint64) uint64 {
 	return (x >> 7) * 0x0102040810204080 >> 56
 }
