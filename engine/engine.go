@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -282,10 +281,7 @@ func (e *Engine) prepare(req *Request, st *checkState) {
 	}
 	st.n, st.senderAt, st.senderEnd = len(buf), at, end
 	st.k = xxhash.Sum64(buf)
-	i := st.k >> e.shift
-	e.views[i].prefetch(st.k)
-	// The shard's lock too: the other cores' checks keep taking it away.
-	prefetchLine(uintptr(unsafe.Pointer(&e.shards[i])))
+	e.views[st.k>>e.shift].prefetch(st.k)
 }
 
 // finish decides a prepared request.

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"math/bits"
 	"sync/atomic"
 	"unsafe"
 )
@@ -34,6 +33,5 @@ func (v *tableView) prefetch(k uint64) {
 	if s == nil {
 		return
 	}
-	hi, _ := bits.Mul64(fixKey(k)<<s.shift, s.n)
-	prefetchLine(s.base + uintptr(hi)*unsafe.Sizeof(slot{}))
+	prefetchLine(s.base + uintptr(homeSlot(fixKey(k), s.shift, s.n))*unsafe.Sizeof(slot{}))
 }

@@ -46,9 +46,14 @@ func fixKey(k uint64) uint64 {
 	return k
 }
 
-func (t *table) home(k uint64) int {
-	hi, _ := bits.Mul64(k<<t.shift, uint64(len(t.slots)))
-	return int(hi)
+func (t *table) home(k uint64) int { return int(homeSlot(k, t.shift, uint64(len(t.slots)))) }
+
+// homeSlot maps a key to a slot of a table of n slots, dropping the shift
+// high bits that chose its shard; the prefetch computes it without the
+// table's lock.
+func homeSlot(k uint64, shift uint, n uint64) uint64 {
+	hi, _ := bits.Mul64(k<<shift, n)
+	return hi
 }
 
 // find returns the slot index of k, or -1.

@@ -9,7 +9,6 @@ package whitelist
 // those lookups took about 90 ns a check in the server's profile.
 type strFilter struct {
 	bits [16]uint64 // 1024
-	any  bool
 }
 
 func filterBit(b []byte) uint32 {
@@ -24,22 +23,33 @@ func filterBit(b []byte) uint32 {
 func (f *strFilter) add(s string) {
 	i := filterBit([]byte(s))
 	f.bits[i/64] |= 1 << (i % 64)
-	f.any = true
 }
 
 // mayHave is false only for strings never added.
 func (f *strFilter) mayHave(b []byte) bool {
-	if !f.any {
-		return false
-	}
 	i := filterBit(b)
 	return f.bits[i/64]&(1<<(i%64)) != 0
 }
 
-func filterOf(set map[string]struct{}) strFilter {
-	var f strFilter
-	for k := range set {
-		f.add(k)
+// strSet is a set of strings with its filter in front.
+type strSet struct {
+	m map[string]struct{}
+	f strFilter
+}
+
+func newStrSet() strSet { return strSet{m: map[string]struct{}{}} }
+
+func (s *strSet) add(k string) {
+	s.m[k] = struct{}{}
+	s.f.add(k)
+}
+
+// has reports whether b is in the set; most strings that are not cost no
+// map lookup.
+func (s *strSet) has(b []byte) bool {
+	if !s.f.mayHave(b) {
+		return false
 	}
-	return f
+	_, ok := s.m[string(b)]
+	return ok
 }

@@ -20,10 +20,13 @@ func TestStrFilter(t *testing.T) {
 	}
 	for _, size := range []int{1, 2, 10, 100, 300} {
 		set := map[string]struct{}{}
+		ss := newStrSet()
 		for range size {
-			set[word()] = struct{}{}
+			w := word()
+			set[w] = struct{}{}
+			ss.add(w)
 		}
-		f := filterOf(set)
+		f := &ss.f
 		for k := range set {
 			if !f.mayHave([]byte(k)) {
 				t.Fatalf("set of %d: %q turned down", size, k)
@@ -50,7 +53,7 @@ func TestStrFilter(t *testing.T) {
 	s := Parse(strings.NewReader(defaultClients), strings.NewReader(defaultRecipients))
 	through := 0
 	for i := range 1000 {
-		if s.localsF.mayHave(fmt.Appendf(nil, "user%d", i)) {
+		if s.rcptLocals.f.mayHave(fmt.Appendf(nil, "user%d", i)) {
 			through++
 		}
 	}
@@ -59,11 +62,11 @@ func TestStrFilter(t *testing.T) {
 	}
 	through = 0
 	for i := range 1000 {
-		if s.endsF.mayHave(fmt.Appendf(nil, "example-isp%d.net", i)) {
+		if s.domainEnds.f.mayHave(fmt.Appendf(nil, "example-isp%d.net", i)) {
 			through++
 		}
 	}
 	if through > 300 {
-		t.Errorf("client domain filter (%d domains) let %d of 1000 other domains through", len(s.domainEnds), through)
+		t.Errorf("client domain filter (%d domains) let %d of 1000 other domains through", len(s.domainEnds.m), through)
 	}
 }

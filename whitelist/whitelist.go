@@ -49,18 +49,15 @@ type Set struct {
 	// and oneLabel says whether any entry has a single label. Most names
 	// match no entry; one lookup of their last two labels says so, where
 	// walking every suffix took three or four (an eighth of a check).
-	domainEnds   map[string]struct{}
-	endsF        strFilter
+	domainEnds   strSet
 	oneLabel     bool
 	clientRegexp *reList
 	prefixes     map[netip.Prefix]struct{}
 	v4Bits       []int
 	v6Bits       []int
 
-	rcptLocals  map[string]struct{}
-	rcptAddrs   map[string]struct{}
-	localsF     strFilter // of rcptLocals
-	addrsF      strFilter // of rcptAddrs
+	rcptLocals  strSet
+	rcptAddrs   strSet
 	rcptDomains map[string]struct{}
 	rcptRegexp  *reList
 
@@ -114,8 +111,8 @@ func newBuilder() *builder {
 		set: &Set{
 			clientDomains: map[string]struct{}{},
 			prefixes:      map[netip.Prefix]struct{}{},
-			rcptLocals:    map[string]struct{}{},
-			rcptAddrs:     map[string]struct{}{},
+			rcptLocals:    newStrSet(),
+			rcptAddrs:     newStrSet(),
 			rcptDomains:   map[string]struct{}{},
 		},
 		v4: map[int]bool{}, v6: map[int]bool{},
@@ -276,9 +273,9 @@ func (b *builder) readRecipients(r io.Reader, name string) (File, error) {
 				skip("empty local part")
 				return
 			}
-			b.set.rcptLocals[e[:at]] = struct{}{}
+			b.set.rcptLocals.add(e[:at])
 		case at > 0:
-			b.set.rcptAddrs[e] = struct{}{}
+			b.set.rcptAddrs.add(e)
 		case at == 0:
 			skip("empty local part")
 			return
@@ -327,16 +324,13 @@ func (l *reList) MatchString(s string) bool {
 
 func (b *builder) build() *Set {
 	s := b.set
-	s.domainEnds = map[string]struct{}{}
+	s.domainEnds = newStrSet()
 	for d := range s.clientDomains {
 		if !strings.Contains(d, ".") {
 			s.oneLabel = true
 		}
-		s.domainEnds[string(lastLabels([]byte(d)))] = struct{}{}
+		s.domainEnds.add(string(lastLabels([]byte(d))))
 	}
-	s.endsF = filterOf(s.domainEnds)
-	s.localsF = filterOf(s.rcptLocals)
-	s.addrsF = filterOf(s.rcptAddrs)
 	s.clientRegexp = alternation(b.clientRes)
 	s.rcptRegexp = alternation(b.rcptRes)
 	for bits := range b.v4 {
@@ -383,11 +377,7 @@ func (s *Set) MatchClient(addr netip.Addr, name string) bool {
 	var scratch [256]byte
 	low := appendLower(scratch[:0], name)
 	if len(s.clientDomains) > 0 {
-		maybe := false
-		if ends := lastLabels(low); s.endsF.mayHave(ends) {
-			_, maybe = s.domainEnds[string(ends)]
-		}
-		if (maybe || s.oneLabel) && MatchDomain(s.clientDomains, low) {
+		if (s.oneLabel || s.domainEnds.has(lastLabels(low))) && MatchDomain(s.clientDomains, low) {
 			return true
 		}
 	}
@@ -408,26 +398,16 @@ func (s *Set) MatchRecipient(rcpt []byte) bool {
 		if i := bytes.IndexByte(local, '+'); i > 0 && i < len(local)-1 {
 			base = local[:i]
 		}
-		if s.localsF.mayHave(local) {
-			if _, ok := s.rcptLocals[string(local)]; ok {
-				return true
-			}
+		if s.rcptLocals.has(local) || (len(base) < len(local) && s.rcptLocals.has(base)) {
+			return true
 		}
-		if len(base) < len(local) && s.localsF.mayHave(base) {
-			if _, ok := s.rcptLocals[string(base)]; ok {
+		if len(s.rcptAddrs.m) > 0 {
+			if s.rcptAddrs.has(rcpt) {
 				return true
-			}
-		}
-		if s.addrsF.any {
-			if s.addrsF.mayHave(rcpt) {
-				if _, ok := s.rcptAddrs[string(rcpt)]; ok {
-					return true
-				}
 			}
 			if len(base) < len(local) {
 				var scratch [256]byte
-				addr := append(append(scratch[:0], base...), rcpt[at:]...)
-				if _, ok := s.rcptAddrs[string(addr)]; ok && s.addrsF.mayHave(addr) {
+				if s.rcptAddrs.has(append(append(scratch[:0], base...), rcpt[at:]...)) {
 					return true
 				}
 			}
