@@ -10,23 +10,22 @@ const maskBatch = 4
 
 // maskBlocksGo is the portable maskBlocks: the zero-byte trick eight bytes at
 // a time, each word's flags packed to eight bits by one multiplication.
-func maskBlocksGo(src []byte, nl, eq []uint64) {
-	const (
-		lo = 0x0101010101010101
-		pn = lo * '\n'
-		pe = lo * '='
-	)
-	for k := range nl {
-		b := src[k*64 : k*64+64]
-		var n, e uint64
+func maskBlocksGo(src []byte, a, b byte, am, bm []uint64) {
+	pa, pb := everyByte*uint64(a), everyByte*uint64(b)
+	for k := range am {
+		blk := src[k*64 : k*64+64]
+		var x, y uint64
 		for j := 0; j < 64; j += 8 {
-			w := binary.LittleEndian.Uint64(b[j:])
-			n |= packFlags(zeroBytes(w^pn)) << j
-			e |= packFlags(zeroBytes(w^pe)) << j
+			w := binary.LittleEndian.Uint64(blk[j:])
+			x |= packFlags(zeroBytes(w^pa)) << j
+			y |= packFlags(zeroBytes(w^pb)) << j
 		}
-		nl[k], eq[k] = n, e
+		am[k], bm[k] = x, y
 	}
 }
+
+// everyByte times a byte repeats it in all eight bytes of a word.
+const everyByte = 0x0101010101010101
 
 // zeroBytes sets the high bit of each byte of x that is zero, and no other
 // bit: exact, unlike the borrow trick of lineEnd, because a word holds

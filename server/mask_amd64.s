@@ -2,16 +2,18 @@
 
 #include "textflag.h"
 
-// func maskBlocksSSE2(src *byte, blocks int, nl, eq *uint64)
-TEXT ·maskBlocksSSE2(SB), NOSPLIT, $0-32
+// func maskBlocksSSE2(src *byte, blocks int, pa, pb uint64, am, bm *uint64)
+//
+// pa and pb are the two bytes sought, each repeated eight times.
+TEXT ·maskBlocksSSE2(SB), NOSPLIT, $0-48
 	MOVQ src+0(FP), SI
 	MOVQ blocks+8(FP), CX
-	MOVQ nl+16(FP), DI
-	MOVQ eq+24(FP), R8
-	MOVQ $0x0a0a0a0a0a0a0a0a, AX
+	MOVQ am+32(FP), DI
+	MOVQ bm+40(FP), R8
+	MOVQ pa+16(FP), AX
 	MOVQ AX, X8
 	PUNPCKLQDQ X8, X8
-	MOVQ $0x3d3d3d3d3d3d3d3d, AX
+	MOVQ pb+24(FP), AX
 	MOVQ AX, X9
 	PUNPCKLQDQ X9, X9
 

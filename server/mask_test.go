@@ -8,43 +8,46 @@ import (
 )
 
 // TestMaskBlocks holds the vector and portable scans to the obvious one, on
-// random bytes that favour '\n', '=' and their neighbours.
+// random bytes that favour the two sought (the policy parser's '\n' and
+// '=', the line protocol's '\n' and ' ', or any two) and their neighbours.
 func TestMaskBlocks(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
-	for range 20000 {
-		blocks := 1 + r.IntN(maskBatch)
+	for i := range 20000 {
+		pair := [][2]byte{{'\n', '='}, {'\n', ' '}, {byte(r.Uint32()), byte(r.Uint32())}}[i%3]
+		a, b := pair[0], pair[1]
+		blocks := 1 + r.IntN(2*maskBatch)
 		src := make([]byte, 64*blocks)
 		for i := range src {
 			switch r.IntN(4) {
 			case 0:
-				src[i] = '\n'
+				src[i] = a
 			case 1:
-				src[i] = '='
+				src[i] = b
 			case 2:
-				src[i] = []byte{'\n' ^ 1, '=' ^ 1, '\n' | 0x80, '=' | 0x80, 0, 0xff}[r.IntN(6)]
+				src[i] = []byte{a ^ 1, b ^ 1, a ^ 0x80, b ^ 0x80, 0, 0xff}[r.IntN(6)]
 			default:
 				src[i] = byte(r.Uint32())
 			}
 		}
 		want := func(c byte) []uint64 {
 			m := make([]uint64, blocks)
-			for i, b := range src {
-				if b == c {
+			for i, x := range src {
+				if x == c {
 					m[i/64] |= 1 << (i % 64)
 				}
 			}
 			return m
 		}
-		wantNL, wantEq := want('\n'), want('=')
+		wantA, wantB := want(a), want(b)
 		for _, f := range []struct {
 			name string
-			scan func(src []byte, nl, eq []uint64)
+			scan func(src []byte, a, b byte, am, bm []uint64)
 		}{{"maskBlocks", maskBlocks}, {"maskBlocksGo", maskBlocksGo}} {
-			nl, eq := make([]uint64, blocks), make([]uint64, blocks)
-			f.scan(src, nl, eq)
+			am, bm := make([]uint64, blocks), make([]uint64, blocks)
+			f.scan(src, a, b, am, bm)
 			for k := range blocks {
-				if nl[k] != wantNL[k] || eq[k] != wantEq[k] {
-					t.Fatalf("%s block %d of %q: nl %x eq %x; want %x %x", f.name, k, src[64*k:64*k+64], nl[k], eq[k], wantNL[k], wantEq[k])
+				if am[k] != wantA[k] || bm[k] != wantB[k] {
+					t.Fatalf("%s of %q and %q, block %d of %q: %x %x; want %x %x", f.name, a, b, k, src[64*k:64*k+64], am[k], bm[k], wantA[k], wantB[k])
 				}
 			}
 		}

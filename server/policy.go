@@ -175,7 +175,7 @@ func parseWhole(buf []byte, lim *Limits, req *policyRequest) int {
 			clear(tail[n:])
 			chunk, blocks = tail[:], 1
 		}
-		maskBlocks(chunk, nl[:blocks], eq[:blocks])
+		maskBlocks(chunk, '\n', '=', nl[:blocks], eq[:blocks])
 		for k := range blocks {
 			at := base + 64*k
 			m, e := nl[k], eq[k]
