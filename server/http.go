@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -183,11 +184,11 @@ func (e *fieldError) Error() string {
 // parseCheck reads one check object. The strings point into the parser's
 // buffer, valid until it parses again; nothing is allocated unless the
 // object is wrong.
-func (s *Server) parseCheck(v *fastjson.Value) (engine.Request, int64, error) {
-	var req engine.Request
+func (s *Server) parseCheck(v *fastjson.Value, req *engine.Request) (int64, error) {
+	*req = engine.Request{}
 	o, err := v.Object()
 	if err != nil {
-		return req, 0, &fieldError{"", "want a JSON object with client_address, sender and recipient"}
+		return 0, &fieldError{"", "want a JSON object with client_address, sender and recipient"}
 	}
 	var ferr error
 	var t int64
@@ -229,18 +230,18 @@ func (s *Server) parseCheck(v *fastjson.Value) (engine.Request, int64, error) {
 		*dst = str(b)
 	})
 	if ferr != nil {
-		return req, 0, ferr
+		return 0, ferr
 	}
 	switch {
 	case req.ClientAddr == "":
-		return req, 0, &fieldError{"client_address", "missing"}
+		return 0, &fieldError{"client_address", "missing"}
 	case req.Recipient == "":
-		return req, 0, &fieldError{"recipient", "missing"}
+		return 0, &fieldError{"recipient", "missing"}
 	}
 	if req.ClientName == "" {
 		req.ClientName = "unknown"
 	}
-	return req, t, nil
+	return t, nil
 }
 
 // appendDecision appends the JSON answer to one check.
@@ -274,6 +275,7 @@ func (s *Server) appendDecision(dst []byte, req *engine.Request, r *store.Result
 
 type httpBatch struct {
 	reqs    []engine.Request
+	good    []engine.Request // reqs without the ones that did not parse, if any
 	results []store.Result
 	errs    []error
 	out     []byte
@@ -301,7 +303,8 @@ func (s *Server) httpCheck(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	defer parsers.Put(p)
-	req, t, err := s.parseCheck(v)
+	var req engine.Request
+	t, err := s.parseCheck(v, &req)
 	if err != nil {
 		var fe *fieldError
 		errors.As(err, &fe)
@@ -336,15 +339,17 @@ func (s *Server) httpBatch(ctx *fasthttp.RequestCtx) {
 	b := batches.Get().(*httpBatch)
 	defer func() {
 		clear(b.reqs)
-		b.reqs, b.results, b.errs = b.reqs[:0], b.results[:0], b.errs[:0]
+		clear(b.good)
+		b.reqs, b.good, b.results, b.errs = b.reqs[:0], b.good[:0], b.results[:0], b.errs[:0]
 		batches.Put(b)
 	}()
 	// The first check that reads well sets the batch's time: a broken one
 	// before it must not make the good ones look inconsistent.
 	var t int64
-	haveT := false
-	for _, item := range items {
-		req, it, err := s.parseCheck(item)
+	haveT, bad := false, 0
+	b.reqs = slices.Grow(b.reqs, len(items))[:len(items)]
+	for i, item := range items {
+		it, err := s.parseCheck(item, &b.reqs[i])
 		switch {
 		case err != nil:
 		case !haveT:
@@ -352,15 +357,20 @@ func (s *Server) httpBatch(ctx *fasthttp.RequestCtx) {
 		case it != t:
 			err = &fieldError{"time", "every check of a batch must have the same time"}
 		}
-		b.reqs = append(b.reqs, req)
+		if err != nil {
+			bad++
+		}
 		b.errs = append(b.errs, err)
 	}
 	// Decide the good ones together; the bad ones hold their place.
-	good := b.reqs[:0:0]
-	for i := range b.reqs {
-		if b.errs[i] == nil {
-			good = append(good, b.reqs[i])
+	good := b.reqs
+	if bad > 0 {
+		for i := range b.reqs {
+			if b.errs[i] == nil {
+				b.good = append(b.good, b.reqs[i])
+			}
 		}
+		good = b.good
 	}
 	b.results = s.st.CheckBatch(s.now(t), good, b.results[:0])
 	out := append(b.out[:0], '[')
