@@ -326,16 +326,6 @@ func (s *Server) httpCheck(ctx *fasthttp.RequestCtx) {
 // httpBatch decides an array of checks with one log append. Items that do
 // not parse get an error object in their place; the rest are decided.
 func (s *Server) httpBatch(ctx *fasthttp.RequestCtx) {
-	p, v := parseBody(ctx)
-	if p == nil {
-		return
-	}
-	defer parsers.Put(p)
-	items, err := v.Array()
-	if err != nil {
-		jsonError(ctx, fasthttp.StatusBadRequest, "want a JSON array of check objects", "")
-		return
-	}
 	b := batches.Get().(*httpBatch)
 	defer func() {
 		clear(b.reqs)
@@ -343,24 +333,24 @@ func (s *Server) httpBatch(ctx *fasthttp.RequestCtx) {
 		b.reqs, b.good, b.results, b.errs = b.reqs[:0], b.good[:0], b.results[:0], b.errs[:0]
 		batches.Put(b)
 	}()
-	// The first check that reads well sets the batch's time: a broken one
-	// before it must not make the good ones look inconsistent.
 	var t int64
-	haveT, bad := false, 0
-	b.reqs = slices.Grow(b.reqs, len(items))[:len(items)]
-	for i, item := range items {
-		it, err := s.parseCheck(item, &b.reqs[i])
-		switch {
-		case err != nil:
-		case !haveT:
-			t, haveT = it, true
-		case it != t:
-			err = &fieldError{"time", "every check of a batch must have the same time"}
+	var ok bool
+	bad := 0
+	if b.reqs, t, ok = s.scanBatch(ctx.PostBody(), b.reqs); ok {
+		b.errs = slices.Grow(b.errs[:0], len(b.reqs))[:len(b.reqs)]
+		clear(b.errs)
+	} else {
+		p, v := parseBody(ctx)
+		if p == nil {
+			return
 		}
+		defer parsers.Put(p)
+		items, err := v.Array()
 		if err != nil {
-			bad++
+			jsonError(ctx, fasthttp.StatusBadRequest, "want a JSON array of check objects", "")
+			return
 		}
-		b.errs = append(b.errs, err)
+		t, bad = s.parseChecks(items, b)
 	}
 	// Decide the good ones together; the bad ones hold their place.
 	good := b.reqs
@@ -403,6 +393,31 @@ func (s *Server) httpBatch(ctx *fasthttp.RequestCtx) {
 	ctx.SetContentType("application/json")
 	ctx.SetBody(out)
 	b.out = out
+}
+
+// parseChecks reads a batch's items into b.reqs and b.errs, and returns
+// the batch's time and how many items are bad. The first check that reads
+// well sets the time: a broken one before it must not make the good ones
+// look inconsistent.
+func (s *Server) parseChecks(items []*fastjson.Value, b *httpBatch) (t int64, bad int) {
+	haveT := false
+	b.reqs = slices.Grow(b.reqs[:0], len(items))[:len(items)]
+	b.errs = b.errs[:0]
+	for i, item := range items {
+		it, err := s.parseCheck(item, &b.reqs[i])
+		switch {
+		case err != nil:
+		case !haveT:
+			t, haveT = it, true
+		case it != t:
+			err = &fieldError{"time", "every check of a batch must have the same time"}
+		}
+		if err != nil {
+			bad++
+		}
+		b.errs = append(b.errs, err)
+	}
+	return t, bad
 }
 
 func (s *Server) httpStats(ctx *fasthttp.RequestCtx) {
