@@ -99,6 +99,21 @@ func TestBuiltinAndFiles(t *testing.T) {
 	if !s.MatchClient(netip.MustParseAddr("192.0.2.1"), "mx.local.example") {
 		t.Error("file entry not read")
 	}
+	// Names are matched without regard to case, also where the last two
+	// labels alone rule a name out, and past the short path's 64 bytes.
+	long := strings.Repeat("x", 70)
+	for name, want := range map[string]bool{
+		"MAIL-DB5EUR01ON2045.Outbound.Protection.OUTLOOK.COM": true,
+		"mx.LOCAL.Example":         true,
+		"mx.local.example." + long: false,
+		long + ".local.example":    true,
+		"mx." + long + ".example":  false,
+		"mx.example":               false,
+	} {
+		if got := s.MatchClient(netip.MustParseAddr("192.0.2.1"), name); got != want {
+			t.Errorf("MatchClient(%q) = %v, want %v", name, got, want)
+		}
+	}
 	if !s.MatchRecipient([]byte("postmaster@example.test")) {
 		t.Error("builtin recipients do not pass postmaster@")
 	}
