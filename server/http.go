@@ -244,6 +244,23 @@ func (s *Server) parseCheck(v *fastjson.Value, req *engine.Request) (int64, erro
 	return t, nil
 }
 
+// decisionHeads holds the opening of each decision's JSON object, verdict
+// and reason written out, by verdict and reason: writing them member by
+// member, escaping names that never need it, was a third of the answer's
+// cost in a batch.
+var decisionHeads = func() (h [4][32]string) {
+	for _, v := range []engine.Verdict{engine.Defer, engine.Pass} {
+		for _, r := range engine.Reasons() {
+			var o jsonObject
+			o.begin(nil)
+			o.str("verdict", v.String())
+			o.str("reason", r.String())
+			h[v][r] = string(o.b)
+		}
+	}
+	return h
+}()
+
 // appendDecision appends the JSON answer to one check.
 func (s *Server) appendDecision(dst []byte, req *engine.Request, r *store.Result) []byte {
 	var o jsonObject
@@ -255,8 +272,12 @@ func (s *Server) appendDecision(dst []byte, req *engine.Request, r *store.Result
 		}
 		return o.end()
 	}
-	o.str("verdict", r.Verdict.String())
-	o.str("reason", r.Reason.String())
+	if int(r.Verdict) < len(decisionHeads) && int(r.Reason) < len(decisionHeads[0]) && decisionHeads[r.Verdict][r.Reason] != "" {
+		o.b, o.first = append(dst, decisionHeads[r.Verdict][r.Reason]...), false
+	} else {
+		o.str("verdict", r.Verdict.String())
+		o.str("reason", r.Reason.String())
+	}
 	switch {
 	case r.Verdict == engine.Defer:
 		o.uint("seconds_left", uint64(r.Left))
