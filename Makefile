@@ -23,7 +23,7 @@ run: build
 	./bin/greyhold serve --data-dir $(DATA_DIR)
 
 # test is what CI runs: formatting, vet, staticcheck, then every test under
-# the race detector, the parser's tests again without its assembly (purego,
+# the race detector, the parsers' tests again without their assembly (purego,
 # the code other architectures run), and vet for arm64.
 test: check unit
 
@@ -41,7 +41,7 @@ staticcheck:
 
 unit:
 	$(GO) test -race -timeout 15m ./...
-	$(GO) test -tags purego -run 'Mask|Pack|Parse' ./server
+	$(GO) test -tags purego -run 'Mask|Pack|Parse|Split' ./server
 	GOARCH=arm64 $(GO) vet ./...
 
 # e2e runs greyhold behind a real, private Postfix over SMTP (e2e/README.md);
