@@ -16,8 +16,28 @@ func filterBit(b []byte) uint32 {
 	if n == 0 {
 		return 0
 	}
-	x := uint32(n) | uint32(b[0])<<8 | uint32(b[n/2])<<16 | uint32(b[n-1])<<24
+	return mixBit(n, b[0], b[n/2], b[n-1])
+}
+
+// filterBitLower is filterBit of b with its ASCII letters lowercased.
+func filterBitLower(b []byte) uint32 {
+	n := len(b)
+	if n == 0 {
+		return 0
+	}
+	return mixBit(n, lowerByte(b[0]), lowerByte(b[n/2]), lowerByte(b[n-1]))
+}
+
+func mixBit(n int, first, mid, last byte) uint32 {
+	x := uint32(n) | uint32(first)<<8 | uint32(mid)<<16 | uint32(last)<<24
 	return (x * 0x9e3779b1) >> 22
+}
+
+func lowerByte(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		c += 'a' - 'A'
+	}
+	return c
 }
 
 func (f *strFilter) add(s string) {
@@ -28,6 +48,13 @@ func (f *strFilter) add(s string) {
 // mayHave is false only for strings never added.
 func (f *strFilter) mayHave(b []byte) bool {
 	i := filterBit(b)
+	return f.bits[i/64]&(1<<(i%64)) != 0
+}
+
+// mayHaveLower is mayHave of b lowercased, without lowercasing it: the
+// filter reads three bytes, so only those are.
+func (f *strFilter) mayHaveLower(b []byte) bool {
+	i := filterBitLower(b)
 	return f.bits[i/64]&(1<<(i%64)) != 0
 }
 

@@ -32,6 +32,17 @@ func TestStrFilter(t *testing.T) {
 				t.Fatalf("set of %d: %q turned down", size, k)
 			}
 		}
+		for range 1000 {
+			w := []byte(word())
+			for i := range w {
+				if r.IntN(2) == 0 && 'a' <= w[i] && w[i] <= 'z' {
+					w[i] -= 'a' - 'A'
+				}
+			}
+			if got, want := f.mayHaveLower(w), f.mayHave([]byte(strings.ToLower(string(w)))); got != want {
+				t.Fatalf("mayHaveLower(%q) = %v, mayHave of it lowercased %v", w, got, want)
+			}
+		}
 		passed, tries := 0, 20000
 		for range tries {
 			w := word()

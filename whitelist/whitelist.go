@@ -375,15 +375,13 @@ func (s *Set) MatchClient(addr netip.Addr, name string) bool {
 	if name == "" || name == "unknown" || (len(s.clientDomains) == 0 && s.clientRegexp == nil) {
 		return false
 	}
-	if s.clientRegexp == nil && !s.oneLabel {
-		// Only the last two labels can rule a name out: lowercase those
-		// alone first (lowercasing moves no byte), not the whole name,
-		// which was half of this function's time.
-		var end [64]byte
-		if tail := lastLabels(unsafe.Slice(unsafe.StringData(name), len(name))); len(tail) <= len(end) &&
-			!s.domainEnds.has(appendLower(end[:0], tail)) {
-			return false
-		}
+	if s.clientRegexp == nil && !s.oneLabel &&
+		!s.domainEnds.f.mayHaveLower(lastLabels(unsafe.Slice(unsafe.StringData(name), len(name)))) {
+		// Only the last two labels can rule a name out, and the filter in
+		// front of them reads three of their bytes: those lowercased say no
+		// to most names before the whole name is lowercased, which was half
+		// of this function's time (lowercasing moves no byte).
+		return false
 	}
 	var scratch [256]byte
 	low := appendLower(scratch[:0], name)
@@ -485,7 +483,7 @@ func MatchDomain(set map[string]struct{}, d []byte) bool {
 	return false
 }
 
-func appendLower[T string | []byte](dst []byte, s T) []byte {
+func appendLower(dst []byte, s string) []byte {
 	n := len(dst)
 	dst = append(dst, s...)
 	for i := n; i < len(dst); i++ {
