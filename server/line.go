@@ -100,14 +100,14 @@ func (lc *lineConn) split(buf []byte, limit int, atEOF, fast bool) (int, bool) {
 	fast = fast && lc.scan.load(buf)
 	at, tooLong := 0, false
 	var f [4][]byte
-	var n int
-	for at < len(buf) && !tooLong {
+	var nf int
+	for at < len(buf) {
 		if fast {
-			if next, ok := lc.scan.line(at, limit, &f, &n); ok {
+			if next, ok := lc.scan.line(at, limit, &f, &nf); ok {
 				lc.errs = append(lc.errs, "")
 				lc.slot = append(lc.slot, len(lc.reqs))
 				lc.reqs = append(lc.reqs, engine.Request{})
-				lineRequest(&lc.reqs[len(lc.reqs)-1], &f, n)
+				lineRequest(&lc.reqs[len(lc.reqs)-1], &f, nf)
 				at = next
 				continue
 			}

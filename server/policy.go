@@ -199,7 +199,9 @@ func parseWhole(buf []byte, lim *Limits, req *policyRequest) int {
 				if req.attrs++; req.attrs > lim.Attributes {
 					return 0
 				}
-				req.set(r[start:lineEq], r[lineEq+1:pos])
+				if name := r[start:lineEq]; mayReadName(name) {
+					req.set(name, r[lineEq+1:pos])
+				}
 				start, lineEq, from = pos+1, -1, bit+1
 			}
 			if lineEq < 0 {
@@ -220,6 +222,27 @@ func wholeEnd(r []byte, pos int, req *policyRequest) int {
 		return 0
 	}
 	return pos + 1
+}
+
+// readAttrs are the attributes set stores; its switch must name the same.
+var readAttrs = []string{"request", "protocol_state", "client_address", "client_name",
+	"sender", "recipient", "queue_id", "instance", "policy_test_time"}
+
+// mayRead has bit c-'a' of mayRead[n] set when an attribute in readAttrs
+// is n bytes long and begins with c. A request has 31 attributes and
+// greyhold reads a few: a look at the name's length and first letter turns
+// down the others before the switch compares strings, which was a fifth of
+// parsing a request (CPU profile of BenchmarkParsePolicy).
+var mayRead = func() (m [32]uint32) {
+	for _, a := range readAttrs {
+		m[len(a)] |= 1 << (a[0] - 'a')
+	}
+	return m
+}()
+
+// mayReadName is false for most attributes set would not store.
+func mayReadName(name []byte) bool {
+	return len(name) > 0 && len(name) < len(mayRead) && name[0]-'a' < 26 && mayRead[len(name)]&(1<<(name[0]-'a')) != 0
 }
 
 // set stores the attribute name=value if greyhold reads it.

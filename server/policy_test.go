@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -108,6 +109,23 @@ func TestLineEnd(t *testing.T) {
 		wantEq := bytes.IndexByte(line, '=')
 		if nl, eq := lineEnd(b); nl != wantNL || eq != wantEq {
 			t.Fatalf("lineEnd(%q) = %d, %d; want %d, %d", b, nl, eq, wantNL, wantEq)
+		}
+	}
+}
+
+// TestReadAttrs: every attribute read passes the pre-check and is stored,
+// and a name that differs in length or first letter is turned down.
+func TestReadAttrs(t *testing.T) {
+	for _, a := range readAttrs {
+		var r policyRequest
+		r.set([]byte(a), []byte("v"))
+		if !mayReadName([]byte(a)) || reflect.DeepEqual(r, policyRequest{}) {
+			t.Errorf("%s: pre-check %v, stored %v", a, mayReadName([]byte(a)), !reflect.DeepEqual(r, policyRequest{}))
+		}
+		for _, other := range []string{a + "x", "x" + a[1:], strings.ToUpper(a[:1]) + a[1:]} {
+			if mayReadName([]byte(other)) {
+				t.Errorf("%s passes the pre-check", other)
+			}
 		}
 	}
 }
