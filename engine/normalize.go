@@ -280,6 +280,11 @@ func appendSender(dst []byte, s string, raw bool) []byte {
 // A UUID (8-4-4-4-12 hex digits, as Amazon SES and many list servers put in
 // each bounce address) is one token: its short groups would otherwise stay.
 func appendCollapsed(dst, local []byte) []byte {
+	if len(local) < uuidLen && !hasDigit(local) {
+		// No token can collapse: most local parts ("john.smith",
+		// "newsletter") are copied as they are.
+		return append(dst, local...)
+	}
 	for i := 0; i < len(local); {
 		if isUUIDAt(local, i) {
 			dst = append(dst, '#')
@@ -328,6 +333,16 @@ func isUUIDAt(b []byte, i int) bool {
 		}
 	}
 	return true
+}
+
+// hasDigit reports whether b has an ASCII digit.
+func hasDigit(b []byte) bool {
+	for _, c := range b {
+		if c-'0' < 10 {
+			return true
+		}
+	}
+	return false
 }
 
 func isAlnum(c byte) bool {

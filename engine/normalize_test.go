@@ -67,6 +67,11 @@ func TestNormaliseSender(t *testing.T) {
 	f("bounce-md_10612303.5adf1f70.v1-0f66b3a1c2d84e59@mandrillapp.com", "bounce-md_#.#.v1-#@mandrillapp.com")
 	f("0100018e5c8a7f1b-2b0e1c3d-4a5b-6c7d-8e9f-0a1b2c3d4e5f-000000@amazonses.com", "#-#-#@amazonses.com")
 	f("bounce-0a1b2c3d-4a5b-6c7d-8e9f-0a1b2c3d4e5f@lists.example", "bounce-#@lists.example")
+	// A UUID of letters only, and local parts with no digit, which are
+	// copied as they are.
+	f("abcdefab-abcd-abcd-abcd-abcdefabcdef@example.com", "#@example.com")
+	f("john.smith@example.com", "john.smith@example.com")
+	f("abcdefab-abcd-abcd-abcd-abcdefabcde@example.com", "abcdefab-abcd-abcd-abcd-abcdefabcde@example.com")
 	// Not a UUID: one group too short.
 	f("x-0a1b2c3d-4a5b-6c7d-8e9f-0a1b2c3d4e5@example.com", "x-#-4a5b-6c7d-8e9f-#@example.com")
 	f("bounces+2191482-7f3e-alice=example.com@sendgrid.net", "bounces@sendgrid.net")
