@@ -13,8 +13,8 @@ import (
 // a positive integer, each check complete and all at one time. It fills
 // reqs (from its start) and returns them with the batch's time. It reports
 // false at anything else (an escape, another type, a missing member, a
-// second time, bad JSON), and fastjson then reads the body, which also
-// gives each bad check its error in its place.
+// check at another time than the first, bad JSON), and fastjson then reads
+// the body, which also gives each bad check its error in its place.
 //
 // fastjson parses the whole body into a tree before parseCheck walks each
 // object's members: the two were half of the batch endpoint's CPU
