@@ -181,6 +181,23 @@ func (e *fieldError) Error() string {
 	return e.field + ": " + e.msg
 }
 
+// checkField is where a check's string member of that name goes; nil for
+// "time" and for names a check does not have. Both readers of a check,
+// parseCheck and scanCheck, take their members from here.
+func checkField(req *engine.Request, name []byte) *string {
+	switch string(name) {
+	case "client_address":
+		return &req.ClientAddr
+	case "client_name":
+		return &req.ClientName
+	case "sender":
+		return &req.Sender
+	case "recipient":
+		return &req.Recipient
+	}
+	return nil
+}
+
 // parseCheck reads one check object. The strings point into the parser's
 // buffer, valid until it parses again; nothing is allocated unless the
 // object is wrong.
@@ -196,17 +213,10 @@ func (s *Server) parseCheck(v *fastjson.Value, req *engine.Request) (int64, erro
 		if ferr != nil {
 			return
 		}
-		var dst *string
-		switch string(k) {
-		case "client_address":
-			dst = &req.ClientAddr
-		case "client_name":
-			dst = &req.ClientName
-		case "sender":
-			dst = &req.Sender
-		case "recipient":
-			dst = &req.Recipient
-		case "time":
+		dst := checkField(req, k)
+		switch {
+		case dst != nil:
+		case string(k) == "time":
 			if !s.cfg.TestClock {
 				ferr = &fieldError{"time", "only accepted with --test-clock"}
 				return

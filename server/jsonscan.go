@@ -70,27 +70,15 @@ func (s *Server) scanCheck(body []byte, i int, req *engine.Request) (int, int64,
 			return 0, 0, false
 		}
 		i = skipJSONSpace(body, i+1)
-		var dst *string
-		switch string(key) {
-		case "client_address":
-			dst = &req.ClientAddr
-		case "client_name":
-			dst = &req.ClientName
-		case "sender":
-			dst = &req.Sender
-		case "recipient":
-			dst = &req.Recipient
-		case "time":
-			if !s.cfg.TestClock {
+		dst := checkField(req, key)
+		if dst == nil {
+			if string(key) != "time" || !s.cfg.TestClock {
 				return 0, 0, false
 			}
 			if t, i, ok = scanJSONTime(body, i); !ok {
 				return 0, 0, false
 			}
-		default:
-			return 0, 0, false
-		}
-		if dst != nil {
+		} else {
 			if i == len(body) || body[i] != '"' {
 				return 0, 0, false
 			}
