@@ -303,7 +303,7 @@ func (pc *policyConn) flush(testTime int64) {
 	for i := range pc.reqs {
 		res := &pc.results[base+i]
 		s.noteOutcome("policy", &pc.reqs[i], res.Decision, res.Err)
-		if res.Err == nil && s.cfg.DecisionLog != LogOff {
+		if res.Err == nil {
 			s.logDecision("policy", &pc.reqs[i], res.Decision, pc.parsed[pc.from[i]].queueID)
 		}
 	}

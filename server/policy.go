@@ -161,7 +161,7 @@ func parseWhole(buf []byte, lim *Limits, req *policyRequest) int {
 	// Within this bound no line and no request can break a size limit;
 	// past it parseLines decides.
 	r := buf[:min(len(buf), lim.LineBytes, lim.RequestBytes)]
-	*req = policyRequest{}
+	req.reset()
 	var nl, eq [maskBatch]uint64
 	var tail [64]byte
 	start := 0   // the current line's first byte

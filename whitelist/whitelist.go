@@ -487,9 +487,7 @@ func appendLower(dst []byte, s string) []byte {
 	n := len(dst)
 	dst = append(dst, s...)
 	for i := n; i < len(dst); i++ {
-		if c := dst[i]; 'A' <= c && c <= 'Z' {
-			dst[i] = c + 'a' - 'A'
-		}
+		dst[i] = lowerByte(dst[i])
 	}
 	return dst
 }
