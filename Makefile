@@ -11,7 +11,7 @@ BENCHTIME   ?= 2s
 # API, and those inside a package that test its internals.
 FUZZ_TARGETS = $(shell grep -o '^func Fuzz[A-Za-z0-9]*' fuzz/*_test.go server/*_test.go | sed 's|/[^/]*:func |:|')
 
-.PHONY: all build run test check fmt-check vet staticcheck unit bench bench-peers fuzz e2e clean
+.PHONY: all build run test check fmt-check vet staticcheck unit bench bench-peers fuzz e2e e2e-postfix e2e-exim clean
 
 all: build
 
@@ -44,10 +44,16 @@ unit:
 	$(GO) test -tags purego -run 'Mask|Pack|Parse|Split' ./server
 	GOARCH=arm64 $(GO) vet ./...
 
-# e2e runs greyhold behind a real, private Postfix over SMTP (e2e/README.md);
-# it installs Postfix and swaks from Debian's packages when they are missing.
-e2e:
+# e2e runs greyhold behind a real, private Postfix over SMTP, then behind a
+# real Exim through the README's ACL snippet (e2e/README.md); it installs
+# Postfix and swaks, and unpacks Exim, from Debian's packages when missing.
+e2e: e2e-postfix e2e-exim
+
+e2e-postfix:
 	bash e2e/run.sh
+
+e2e-exim:
+	bash e2e/exim.sh
 
 # bench runs the Go benchmarks of the engine, log, snapshots, store and
 # protocol parsers in a form benchstat reads (make bench BENCHTIME=5s >

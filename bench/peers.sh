@@ -120,6 +120,11 @@ INTERRUPTED=0
 declare -A PIDS=()
 LOAD_PID=""
 
+# Processes by PID (proc_alive, wait_gone PID MS) and free loopback ports
+# (pick_port) come from the end-to-end tests' helpers; say and die below
+# are this script's own.
+# shellcheck source=e2e/lib.sh
+source "$ROOT/e2e/lib.sh"
 say() { printf 'bench-peers: %s\n' "$*" >&2; }
 die() {
 	say "$*"
@@ -135,29 +140,13 @@ trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
 # ---------------------------------------------------------------------------
 # Processes, by PID only.
 
-proc_alive() {
-	local st
-	st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-	[[ -n $st && $st != Z ]]
-}
-
-# wait_gone PID SECONDS
-wait_gone() {
-	local i
-	for ((i = 0; i < $2 * 20; i++)); do
-		proc_alive "$1" || return 0
-		sleep 0.05
-	done
-	return 1
-}
-
 # stop_pid NAME: SIGTERM, up to 10 s, then SIGKILL; reaps it.
 stop_pid() {
 	local name=$1 pid=${PIDS[$1]:-}
 	[[ -n $pid ]] || return 0
 	if proc_alive "$pid"; then
 		kill -TERM "$pid" 2>/dev/null || true
-		if ! wait_gone "$pid" 10; then
+		if ! wait_gone "$pid" 10000; then
 			say "$name (PID $pid) still running 10 s after SIGTERM: SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
 		fi
@@ -189,7 +178,7 @@ cleanup() {
 	set +e
 	if [[ -n $LOAD_PID ]] && proc_alive "$LOAD_PID"; then
 		kill -TERM "$LOAD_PID" 2>/dev/null
-		wait_gone "$LOAD_PID" 5 || kill -KILL "$LOAD_PID" 2>/dev/null
+		wait_gone "$LOAD_PID" 5000 || kill -KILL "$LOAD_PID" 2>/dev/null
 		wait "$LOAD_PID" 2>/dev/null
 	fi
 	local name
@@ -237,34 +226,7 @@ bg_wait() {
 # ---------------------------------------------------------------------------
 # Ports.
 
-USED_PORTS=" "
-
-# port_taken PORT: some TCP socket, in any state, has PORT as its local port.
-port_taken() {
-	local hex
-	hex=$(printf '%04X' "$1")
-	awk -v h="$hex" 'NR > 1 { split($2, a, ":"); if (a[length(a)] == h) { found = 1; exit } }
-		END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-
-# pick_port VAR: a free port below the ephemeral range, not handed out
-# before in this run.
-pick_port() {
-	local -n out=$1
-	local p i lo=20000 hi
-	hi=$(awk '{print $1 - 1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32767)
-	((hi > lo + 1000)) || { lo=10000; hi=19999; }
-	for ((i = 0; i < 200; i++)); do
-		p=$((lo + RANDOM % (hi - lo + 1)))
-		[[ $USED_PORTS == *" $p "* ]] && continue
-		port_taken "$p" && continue
-		USED_PORTS+="$p "
-		# shellcheck disable=SC2034 # out is a nameref to the caller's variable
-		out=$p
-		return 0
-	done
-	die "no free port found"
-}
+# port_taken and pick_port are e2e/lib.sh's.
 
 # listening PORT: a socket listens on 127.0.0.1:PORT.
 listening() {
@@ -347,7 +309,7 @@ disable_services() {
 			if [[ ${exe##*/} == "$name" || ${arg0##*/} == "$name" ]]; then
 				say "stopping $name (PID $pid), started by the install"
 				kill -TERM "$pid" 2>/dev/null || true
-				wait_gone "$pid" 10 || kill -KILL "$pid" 2>/dev/null || true
+				wait_gone "$pid" 10000 || kill -KILL "$pid" 2>/dev/null || true
 			fi
 		done
 	done
@@ -416,7 +378,7 @@ show_args() {
 
 start_null() {
 	local port
-	pick_port port
+	pick_port port || die "no free loopback port found"
 	LOGF[null]=$TMP/null.log
 	CMDLINE[null]="load --null-server 127.0.0.1:$port"
 	"$BIN/load" --null-server "127.0.0.1:$port" </dev/null >"${LOGF[null]}" 2>&1 &
@@ -428,8 +390,8 @@ start_null() {
 
 start_greyhold() {
 	local port http
-	pick_port port
-	pick_port http
+	pick_port port || die "no free loopback port found"
+	pick_port http || die "no free loopback port found"
 	LOGF[greyhold]=$TMP/greyhold.log
 	local args=(serve --data-dir "$TMP/greyhold-data" --policy-listen "127.0.0.1:$port"
 		--line-listen "" --http-listen "127.0.0.1:$http" --delay "${DELAY}s"
@@ -444,7 +406,7 @@ start_greyhold() {
 
 start_postgrey() {
 	local port user group
-	pick_port port
+	pick_port port || die "no free loopback port found"
 	mkdir -p "$TMP/postgrey"
 	# As root, postgrey switches to the postgrey user, as its service does.
 	if ((EUID == 0)); then user=postgrey group=postgrey; else user=$(id -un) group=$(id -gn); fi
@@ -467,7 +429,7 @@ start_postgrey() {
 
 start_gross() {
 	local port conf=$TMP/gross/grossd.conf
-	pick_port port
+	pick_port port || die "no free loopback port found"
 	mkdir -p "$TMP/gross"
 	chmod 755 "$TMP/gross"
 	cat >"$conf" <<EOF
