@@ -212,10 +212,11 @@ func isLoopback(addr string) bool {
 	return err == nil && a.IsLoopback()
 }
 
-// Start binds every configured listener and begins serving. It fails
-// before serving anything if one cannot be bound.
-func (s *Server) Start() error {
-	c := &s.cfg
+// CheckListeners reports a listener setting that Start refuses: the test
+// clock beyond loopback, or the HTTP API beyond loopback without a token.
+// It reads only c, so a caller can turn such a configuration down before
+// it opens (and, on the way out, snapshots) the data directory.
+func (c *Config) CheckListeners() error {
 	for _, a := range []string{c.PolicyListen, c.LineListen, c.HTTPListen} {
 		if c.TestClock && a != "" && !isLoopback(a) {
 			return fmt.Errorf("--test-clock lets clients set the time; refusing to listen on %s, which is not loopback", a)
@@ -226,6 +227,16 @@ func (s *Server) Start() error {
 	}
 	if c.TestClock && c.PolicySocket != "" {
 		return errors.New("--test-clock is for loopback TCP tests; do not combine it with --policy-socket")
+	}
+	return nil
+}
+
+// Start binds every configured listener and begins serving. It fails
+// before serving anything if one cannot be bound.
+func (s *Server) Start() error {
+	c := &s.cfg
+	if err := c.CheckListeners(); err != nil {
+		return err
 	}
 	fail := func(err error) error {
 		for _, l := range s.listeners {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,5 +117,34 @@ func TestInspectCommand(t *testing.T) {
 	after, _ := os.ReadFile(segs[len(segs)-1])
 	if len(after) != len(before)+4 {
 		t.Error("inspect changed the log")
+	}
+}
+
+// TestRefusedListenersTouchNoData: a start refused for its listeners
+// (the HTTP API beyond loopback without a token, the test clock beyond
+// loopback) fails before the data directory is made, recovered or
+// snapshotted.
+func TestRefusedListenersTouchNoData(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(c *serveConfig)
+		want string
+	}{
+		{"http without token", func(c *serveConfig) { c.httpListen = "0.0.0.0:0" }, "without --admin-token"},
+		{"test clock", func(c *serveConfig) { c.testClock, c.adminToken, c.policyListen = true, "t", "0.0.0.0:0" }, "not loopback"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := defaultServeConfig()
+			c.dataDir = filepath.Join(t.TempDir(), "data")
+			c.policyListen, c.lineListen, c.httpListen = "127.0.0.1:0", "", "127.0.0.1:0"
+			tc.set(&c)
+			err := serve(&c, slog.New(slog.DiscardHandler))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("serve: %v, want an error saying %q", err, tc.want)
+			}
+			if _, err := os.Stat(c.dataDir); !os.IsNotExist(err) {
+				t.Errorf("the data directory was made (stat: %v)", err)
+			}
+		})
 	}
 }

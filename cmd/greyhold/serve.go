@@ -347,18 +347,7 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 		return err
 	}
 
-	logger.Info("starting greyhold", "version", version, "data_dir", c.dataDir, "delay", c.delay, "retry_window", c.retryWindow,
-		"max_age", c.maxAge, "auto_whitelist_clients", c.awlClients, "keys", opts.Engine.Keys.String(), "fsync", opts.Sync.String(),
-		"max_entries", opts.Engine.MaxEntries)
-	start := time.Now()
-	st, err := store.Open(c.dataDir, opts)
-	if err != nil {
-		return err
-	}
-	logger.Info("recovery done", "duration", time.Since(start).Round(time.Millisecond))
-
-	srv, err := server.New(server.Config{
-		Store:        st,
+	scfg := server.Config{
 		PolicyListen: c.policyListen,
 		PolicySocket: c.policySocket,
 		LineListen:   c.lineListen,
@@ -381,7 +370,23 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 		DecisionLog:    decisions,
 		Logger:         logger,
 		Registry:       reg,
-	})
+	}
+	if err := scfg.CheckListeners(); err != nil {
+		return err
+	}
+
+	logger.Info("starting greyhold", "version", version, "data_dir", c.dataDir, "delay", c.delay, "retry_window", c.retryWindow,
+		"max_age", c.maxAge, "auto_whitelist_clients", c.awlClients, "keys", opts.Engine.Keys.String(), "fsync", opts.Sync.String(),
+		"max_entries", opts.Engine.MaxEntries)
+	start := time.Now()
+	st, err := store.Open(c.dataDir, opts)
+	if err != nil {
+		return err
+	}
+	logger.Info("recovery done", "duration", time.Since(start).Round(time.Millisecond))
+
+	scfg.Store = st
+	srv, err := server.New(scfg)
 	if err == nil {
 		err = srv.Start()
 	}
