@@ -33,7 +33,7 @@ trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
 
 DELAY=${E2E_DELAY:-3}
 KEEP=${E2E_KEEP:-0}
-CACHE=${E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/greyhold-e2e}
+CACHE=${E2E_CACHE:-${XDG_CACHE_HOME:-${HOME:-/var/tmp}/.cache}/greyhold-e2e}
 EXIM_PKG=exim4-daemon-light
 EXIM_USER=Debian-exim
 
