@@ -89,7 +89,6 @@ stop_postfix() {
 	done
 }
 
-
 cleanup() {
 	local rc=$?
 	trap - ERR EXIT INT TERM

@@ -213,7 +213,8 @@ func isLoopback(addr string) bool {
 }
 
 // CheckListeners reports a listener setting that Start refuses: the test
-// clock beyond loopback, or the HTTP API beyond loopback without a token.
+// clock beyond loopback TCP (another address, or a unix socket), or the
+// HTTP API beyond loopback without a token.
 // It reads only c, so a caller can turn such a configuration down before
 // it opens (and, on the way out, snapshots) the data directory.
 func (c *Config) CheckListeners() error {
