@@ -12,6 +12,8 @@ FAILED=0
 LAST_TRANSCRIPT=""
 GH_PID=""
 GH_FLAGS=()
+GH_RUN=()
+GH_DATA=""
 
 # CLOCK_SLACK_MS: greyhold reads the time from a clock refreshed five times
 # a second (engine.CoarseClock), so it may see a second boundary up to
@@ -135,14 +137,15 @@ http_get() {
 		cat <&3' _ "$HTTP_PORT" "$1" 2>/dev/null
 }
 
-# start_greyhold: starts $TMP/greyhold with its data in $TMP/greyhold-data,
-# the HTTP API on $HTTP_PORT, --delay ${DELAY}s, --hostname $GH_HOST, every
-# decision logged to $TMP/greyhold.log, and the script's GH_FLAGS (its
-# listeners); waits up to 30 s for /readyz. Sets GH_PID.
+# start_greyhold: starts $TMP/greyhold with its data in $GH_DATA, the HTTP
+# API on $HTTP_PORT, --delay ${DELAY}s, --hostname $GH_HOST, every decision
+# logged to $TMP/greyhold.log, and the script's GH_FLAGS (its listeners),
+# through GH_RUN (a command that execs it, e.g. setpriv, or nothing); waits
+# up to 30 s for /readyz. Sets GH_PID.
 start_greyhold() {
 	echo "==== e2e: greyhold start $(date -u +%FT%TZ) ====" >>"$TMP/greyhold.log"
-	"$TMP/greyhold" serve \
-		--data-dir "$TMP/greyhold-data" \
+	"${GH_RUN[@]}" "$TMP/greyhold" serve \
+		--data-dir "${GH_DATA:-$TMP/greyhold-data}" \
 		--http-listen "127.0.0.1:$HTTP_PORT" \
 		"${GH_FLAGS[@]}" \
 		--delay "${DELAY}s" \

@@ -179,6 +179,8 @@ setup_postfix() {
 	# The virtual delivery agent writes the Maildir as nobody:nogroup.
 	chown 65534:65534 "$TMP/mail"
 	local listeners="127.0.0.1:$SMTP_PORT inet n - n - - smtpd"
+	# Step 10's listener asks greyhold over its unix socket instead.
+	listeners+=$'\n'"127.0.0.1:$SOCK_SMTP_PORT inet n - n - - smtpd -o smtpd_recipient_restrictions=\$greyhold_socket_restrictions"
 	if ((HAVE_V6)); then
 		listeners+=$'\n'"[::1]:$SMTP_PORT inet n - n - - smtpd"
 	fi
@@ -210,6 +212,10 @@ smtpd_recipient_restrictions =
     reject_unauth_destination,
     check_policy_service inet:127.0.0.1:$POLICY_PORT
 smtpd_policy_service_default_action = 451 4.3.5 Server configuration problem
+# The README's unix socket recipe (step 10): relative to queue_directory.
+greyhold_socket_restrictions =
+    reject_unauth_destination,
+    check_policy_service unix:greyhold/policy
 smtpd_policy_service_timeout = 20s
 # Delivery of the test domain into a Maildir in the temporary directory.
 virtual_mailbox_domains = $DOMAIN
@@ -265,8 +271,9 @@ EOF
 # ---------------------------------------------------------------------------
 # SMTP with swaks.
 #
-# smtp LABEL SERVER CLIENT_ADDR CLIENT_NAME FROM TO MODE
-#   SERVER is 127.0.0.1 or [::1]; CLIENT_ADDR is posed with XCLIENT (IPV6:...
+# smtp LABEL SERVER CLIENT_ADDR CLIENT_NAME FROM TO MODE [PORT]
+#   SERVER is 127.0.0.1 or [::1], PORT $SMTP_PORT unless given; CLIENT_ADDR
+#   is posed with XCLIENT (IPV6:...
 #   for IPv6); MODE is rcpt (quit after RCPT TO) or data (deliver a message
 #   with Subject: LABEL). Sets REPLY (the answer to RCPT TO, without the
 #   swaks prefix), CODE (its first three characters) and DATA_REPLY, and
@@ -278,10 +285,10 @@ REPLY=""
 CODE=""
 DATA_REPLY=""
 smtp() {
-	local label=$1 server=$2 addr=$3 name=$4 from=$5 to=$6 mode=$7
+	local label=$1 server=$2 addr=$3 name=$4 from=$5 to=$6 mode=$7 port=${8:-$SMTP_PORT}
 	SMTP_N=$((SMTP_N + 1))
 	LAST_TRANSCRIPT=$(printf '%s/swaks/%03d.txt' "$TMP" "$SMTP_N")
-	local args=(--server "$server:$SMTP_PORT" --timeout 15
+	local args=(--server "$server:$port" --timeout 15
 		--ehlo "$name" --xclient-addr "$addr" --xclient-name "$name"
 		--from "$from" --to "$to")
 	if [[ $mode == rcpt ]]; then
@@ -364,6 +371,7 @@ main() {
 	(cd "$ROOT" && go build -o "$TMP/greyhold" ./cmd/greyhold)
 
 	pick_port SMTP_PORT 2525 || fail "free loopback ports" "none found"
+	pick_port SOCK_SMTP_PORT || fail "free loopback ports" "none found"
 	pick_port POLICY_PORT || fail "free loopback ports" "none found"
 	pick_port HTTP_PORT || fail "free loopback ports" "none found"
 	GH_FLAGS=(--policy-listen "127.0.0.1:$POLICY_PORT" --line-listen "")
@@ -562,6 +570,34 @@ main() {
 		fail "$s" "want 451 4.3.5 ... Server configuration problem; got: ${REPLY:-<no RCPT reply>}"
 	grep -q "problem talking to server 127.0.0.1:$POLICY_PORT" "$TMP/log/maillog" ||
 		fail "$s" "Postfix did not log a problem talking to 127.0.0.1:$POLICY_PORT"
+	pass "$s" "$REPLY"
+
+	# 10. The README's unix socket recipe: greyhold as an unprivileged user
+	# (nobody here), its socket in a directory of the queue directory that
+	# is setgid postfix, so the socket is postfix's group and smtpd, which
+	# runs as postfix, may connect; Postfix's private/ (0700, postfix's
+	# own) would refuse greyhold the socket.
+	s="10 unix socket: greyhold as nobody, socket group postfix"
+	local sockdir=$TMP/spool/greyhold
+	install -d -o nobody -g postfix -m 2750 "$sockdir"
+	install -d -o nobody -g nogroup -m 0700 "$TMP/greyhold-sock-data"
+	GH_RUN=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
+	GH_DATA=$TMP/greyhold-sock-data
+	GH_FLAGS=(--policy-listen "" --line-listen "" --policy-socket "$sockdir/policy")
+	start_greyhold || fail "$s" "not ready within 30s"
+	local perm
+	perm=$(stat -c '%U:%G %a' "$sockdir/policy" 2>/dev/null || echo "no socket")
+	[[ $perm == "nobody:postfix 660" ]] || fail "$s" "socket $sockdir/policy is $perm, want nobody:postfix 660"
+	pass "$s" "$sockdir/policy $perm"
+	s="10 unix socket: new triplet via check_policy_service unix: 450"
+	smtp "$s" 127.0.0.1 "$V4_CLIENT" "$V4_CLIENT_NAME" "$SENDER" "$RCPT" rcpt "$SOCK_SMTP_PORT"
+	local tsock=$SMTP_START
+	expect_defer "$s"
+	pass "$s" "$REPLY"
+	s="10 unix socket: passes after the delay"
+	sleep_until_ms $((tsock + DELAY * 1000 + CLOCK_SLACK_MS))
+	smtp "$s" 127.0.0.1 "$V4_CLIENT" "$V4_CLIENT_NAME" "$SENDER" "$RCPT" rcpt "$SOCK_SMTP_PORT"
+	expect_code "$s" 250
 	pass "$s" "$REPLY"
 
 	local t_end

@@ -50,7 +50,7 @@ type Config struct {
 
 	// Listen addresses; "" turns a listener off.
 	PolicyListen string // default 127.0.0.1:10023
-	PolicySocket string // a unix socket for Postfix, e.g. /var/spool/postfix/private/greyhold
+	PolicySocket string // a unix socket for Postfix, e.g. /var/spool/postfix/greyhold/policy (README: the directory it needs)
 	LineListen   string // default 127.0.0.1:10025
 	HTTPListen   string // default 127.0.0.1:10024
 

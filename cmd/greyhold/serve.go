@@ -104,7 +104,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.dataDir, "data-dir", c.dataDir, "directory for the log, snapshots and the hash secret")
 
 	fs.StringVar(&c.policyListen, "policy-listen", c.policyListen, "address for the Postfix policy protocol (\"\" to turn off)")
-	fs.StringVar(&c.policySocket, "policy-socket", c.policySocket, "also serve the policy protocol on this unix socket, e.g. /var/spool/postfix/private/greyhold")
+	fs.StringVar(&c.policySocket, "policy-socket", c.policySocket, "also serve the policy protocol on this unix socket, e.g. /var/spool/postfix/greyhold/policy, in a directory of group postfix, setgid (README)")
 	fs.StringVar(&c.lineListen, "line-listen", c.lineListen, "address for the compact line protocol (\"\" to turn off)")
 	fs.StringVar(&c.httpListen, "http-listen", c.httpListen, "address for the HTTP API and /metrics (\"\" to turn off)")
 
