@@ -4,6 +4,8 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 LDFLAGS     := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 DATA_DIR    ?= ./greyhold-data
+PREFIX      ?= /usr/local
+DESTDIR     ?=
 FUZZTIME    ?= 60s
 BENCHTIME   ?= 2s
 
@@ -11,7 +13,7 @@ BENCHTIME   ?= 2s
 # API, and those inside a package that test its internals.
 FUZZ_TARGETS = $(shell grep -o '^func Fuzz[A-Za-z0-9]*' fuzz/*_test.go server/*_test.go | sed 's|/[^/]*:func |:|')
 
-.PHONY: all build run test check fmt-check vet staticcheck unit bench bench-peers fuzz e2e e2e-postfix e2e-exim clean
+.PHONY: all build install unit-check run test check fmt-check vet staticcheck unit bench bench-peers fuzz e2e e2e-postfix e2e-exim clean
 
 all: build
 
@@ -22,10 +24,21 @@ build:
 run: build
 	./bin/greyhold serve --data-dir $(DATA_DIR)
 
+# install puts bin/greyhold in $(PREFIX)/bin and the systemd unit, its
+# ExecStart made to match, in /etc/systemd/system, both under $(DESTDIR);
+# README "Installing" has the rest (the user, the settings file).
+install: build
+	install -D -m 755 bin/greyhold $(DESTDIR)$(PREFIX)/bin/greyhold
+	install -d $(DESTDIR)/etc/systemd/system
+	sed 's|^ExecStart=/usr/local/bin/greyhold |ExecStart=$(PREFIX)/bin/greyhold |' cmd/greyhold/systemd/greyhold.service \
+		> $(DESTDIR)/etc/systemd/system/greyhold.service
+	chmod 644 $(DESTDIR)/etc/systemd/system/greyhold.service
+
 # test is what CI runs: formatting, vet, staticcheck, then every test under
 # the race detector, the parsers' tests again without their assembly (purego,
-# the code other architectures run), and vet for arm64.
-test: check unit
+# the code other architectures run), vet for arm64, and the systemd unit's
+# check.
+test: check unit unit-check
 
 check: fmt-check vet staticcheck
 
@@ -43,6 +56,12 @@ unit:
 	$(GO) test -race -timeout 15m ./...
 	$(GO) test -tags purego -run 'Mask|Pack|Parse|Split' ./server
 	GOARCH=arm64 $(GO) vet ./...
+
+# unit-check holds cmd/greyhold/systemd/greyhold.service to systemd-analyze
+# (verify, security) and its system call filter to the calls greyhold makes
+# under strace; it installs systemd-analyze and strace when missing.
+unit-check:
+	bash cmd/greyhold/systemd/check.sh
 
 # e2e runs greyhold behind a real, private Postfix over SMTP, then behind a
 # real Exim through the README's ACL snippet (e2e/README.md); it installs
