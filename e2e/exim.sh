@@ -64,29 +64,10 @@ dump_logs() {
 	tail -n 40 "$TMP/greyhold.log" 2>/dev/null || echo "(none)"
 }
 
-cleanup() {
-	local rc=$?
-	trap - ERR EXIT INT TERM
-	set +e
-	if ((rc != 0)); then
-		dump_logs
-		((INTERRUPTED)) && say "interrupted"
-		say "$PASSED passed, $((FAILED > 0 ? FAILED : 1)) failed"
-	fi
-	kill_greyhold
-	if [[ -n $TMP && -d $TMP ]]; then
-		if [[ $KEEP == 1 ]]; then
-			say "kept $TMP"
-		else
-			rm -rf "$TMP"
-		fi
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-INTERRUPTED=0
-trap 'INTERRUPTED=1; exit 130' INT
-trap 'INTERRUPTED=1; exit 143' TERM
+# stop_mta: e2e_cleanup's hook; no Exim daemon runs (each step is its own
+# exim -bs).
+stop_mta() { :; }
+e2e_traps
 
 # ---------------------------------------------------------------------------
 # Exim: an installed exim4 if there is one, else Debian's package unpacked.

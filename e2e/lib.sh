@@ -82,6 +82,37 @@ wait_gone() {
 	done
 }
 
+# e2e_cleanup is both scripts' EXIT trap (set by e2e_traps): on failure the
+# script's dump_logs and the count, then greyhold, the script's stop_mta,
+# and the temporary directory (kept with E2E_KEEP=1).
+e2e_cleanup() {
+	local rc=$?
+	trap - ERR EXIT INT TERM
+	set +e
+	if ((rc != 0)); then
+		dump_logs
+		((INTERRUPTED)) && say "interrupted"
+		say "$PASSED passed, $((FAILED > 0 ? FAILED : 1)) failed"
+	fi
+	kill_greyhold
+	stop_mta
+	if [[ -n $TMP && -d $TMP ]]; then
+		if [[ ${KEEP:-0} == 1 ]]; then
+			say "kept $TMP"
+		else
+			rm -rf "$TMP"
+		fi
+	fi
+	exit "$rc"
+}
+
+INTERRUPTED=0
+e2e_traps() {
+	trap e2e_cleanup EXIT
+	trap 'INTERRUPTED=1; exit 130' INT
+	trap 'INTERRUPTED=1; exit 143' TERM
+}
+
 kill_greyhold() {
 	[[ -n $GH_PID ]] || return 0
 	if proc_alive "$GH_PID"; then

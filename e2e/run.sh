@@ -89,33 +89,14 @@ stop_postfix() {
 	done
 }
 
-cleanup() {
-	local rc=$?
-	trap - ERR EXIT INT TERM
-	set +e
-	if ((rc != 0)); then
-		dump_logs
-		((INTERRUPTED)) && say "interrupted"
-		say "$PASSED passed, $((FAILED > 0 ? FAILED : 1)) failed"
-	fi
-	kill_greyhold
+# stop_mta: e2e_cleanup's hook (e2e/lib.sh).
+stop_mta() {
 	stop_postfix
 	if ((POLICY_RC_CREATED)); then
 		rm -f /usr/sbin/policy-rc.d
 	fi
-	if [[ -n $TMP && -d $TMP ]]; then
-		if [[ $KEEP == 1 ]]; then
-			say "kept $TMP"
-		else
-			rm -rf "$TMP"
-		fi
-	fi
-	exit "$rc"
 }
-trap cleanup EXIT
-INTERRUPTED=0
-trap 'INTERRUPTED=1; exit 130' INT
-trap 'INTERRUPTED=1; exit 143' TERM
+e2e_traps
 
 # ---------------------------------------------------------------------------
 # Install Postfix and swaks when missing.
