@@ -14,8 +14,8 @@
 #      calls it made are compared with the filter's sets as this systemd
 #      expands them. A filtered call would fail with EPERM in service.
 #
-# Installs systemd-analyze (Debian's systemd package) and strace with
-# apt-get when they are missing. Everything runs on loopback, in a
+# Installs systemd-analyze (Debian's systemd package), strace, curl,
+# python3 and pgrep (procps) with apt-get when they are missing. Everything runs on loopback, in a
 # temporary directory removed at the end.
 set -Eeuo pipefail
 
@@ -48,6 +48,9 @@ install_tools() {
 	local need=()
 	command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 	command -v strace >/dev/null 2>&1 || need+=(strace)
+	command -v curl >/dev/null 2>&1 || need+=(curl)
+	command -v python3 >/dev/null 2>&1 || need+=(python3)
+	command -v pgrep >/dev/null 2>&1 || need+=(procps)
 	((${#need[@]} == 0)) && return 0
 	((EUID == 0)) || die "missing ${need[*]}: install them, or run as root to let this script install them"
 	say "installing ${need[*]} from Debian's packages"
