@@ -267,22 +267,10 @@ smtp() {
 	fi
 }
 
-# Exim's rendering of greyhold's default defer text.
+# Exim's rendering of greyhold's default defer text, for expect_defer
+# (e2e/lib.sh).
 DEFER_RE='^451 4\.7\.1 Greylisted, please retry in (([0-9]+)m)?([0-9]+)s$'
-
-# expect_defer STEP: REPLY must be greyhold's 451; sets LEFT (seconds).
-LEFT=0
-expect_defer() {
-	if [[ $REPLY =~ $DEFER_RE ]]; then
-		LEFT=$((10#${BASH_REMATCH[2]:-0} * 60 + 10#${BASH_REMATCH[3]}))
-		return 0
-	fi
-	fail "$1" "want 451 4.7.1 Greylisted, please retry in <t>; got: ${REPLY:-<no RCPT reply>}"
-}
-
-expect_code() {
-	[[ $CODE == "$2" ]] || fail "$1" "want $2; got: ${REPLY:-<no RCPT reply>}"
-}
+DEFER_WANT="451 4.7.1 Greylisted, please retry in <t>"
 
 # bad_requests: greyhold's count of requests it answered with an error.
 bad_requests() {

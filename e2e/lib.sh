@@ -1,10 +1,13 @@
 # e2e/lib.sh: what the end-to-end tests (run.sh behind Postfix, exim.sh
-# behind Exim) share, sourced by both: step reporting, waits, processes,
-# free loopback ports, and starting and stopping greyhold. A script sets
+# behind Exim) share, sourced by both (bench/peers.sh and
+# cmd/greyhold/systemd/check.sh take its processes and ports): step
+# reporting and the checks of a reply, waits, processes, free loopback
+# ports, the cleanup trap, and starting and stopping greyhold. A script sets
 # E2E_NAME (the prefix of its messages), TMP, DELAY, GH_HOST and GH_FLAGS
-# before it starts greyhold, and keeps its own cleanup trap.
+# before it starts greyhold, DEFER_RE and DEFER_WANT for expect_defer, and
+# defines dump_logs and stop_mta for e2e_cleanup.
 # shellcheck shell=bash
-# shellcheck disable=SC2034 # CLOCK_SLACK_MS, GH_EXIT: read by the scripts that source this
+# shellcheck disable=SC2034 # CLOCK_SLACK_MS, GH_EXIT, LEFT: read by the scripts that source this
 
 E2E_NAME=${E2E_NAME:-e2e}
 PASSED=0
@@ -49,6 +52,24 @@ fail() {
 		cat "$LAST_TRANSCRIPT"
 	fi
 	exit 1
+}
+
+# expect_defer STEP: REPLY, the MTA's answer to RCPT TO, must be its
+# rendering of greyhold's default defer (DEFER_RE, whose groups 2 and 3 are
+# the minutes and seconds left; DEFER_WANT describes it); sets LEFT
+# (seconds).
+LEFT=0
+expect_defer() {
+	if [[ $REPLY =~ $DEFER_RE ]]; then
+		LEFT=$((10#${BASH_REMATCH[2]:-0} * 60 + 10#${BASH_REMATCH[3]}))
+		return 0
+	fi
+	fail "$1" "want $DEFER_WANT; got: ${REPLY:-<no RCPT reply>}"
+}
+
+# expect_code STEP CODE: the answer to RCPT TO has that code.
+expect_code() {
+	[[ $CODE == "$2" ]] || fail "$1" "want $2; got: ${REPLY:-<no RCPT reply>}"
 }
 
 on_error() {
@@ -174,7 +195,7 @@ http_get() {
 # through GH_RUN (a command that execs it, e.g. setpriv, or nothing); waits
 # up to 30 s for /readyz. Sets GH_PID.
 start_greyhold() {
-	echo "==== e2e: greyhold start $(date -u +%FT%TZ) ====" >>"$TMP/greyhold.log"
+	echo "==== $E2E_NAME: greyhold start $(date -u +%FT%TZ) ====" >>"$TMP/greyhold.log"
 	"${GH_RUN[@]}" "$TMP/greyhold" serve \
 		--data-dir "${GH_DATA:-$TMP/greyhold-data}" \
 		--http-listen "127.0.0.1:$HTTP_PORT" \

@@ -290,27 +290,10 @@ smtp() {
 		want && /^<(-|\*\*) / {sub(/^<(-|\*\*) +/, ""); sub(/\r$/, ""); print; exit}' "$LAST_TRANSCRIPT")
 }
 
-# Postfix's rendering of greyhold's default DEFER_IF_PERMIT text.
-defer_re() {
-	local to=${1//./\\.}
-	echo "^450 4\\.7\\.1 <$to>: Recipient address rejected: Greylisted, please retry in (([0-9]+)m)?([0-9]+)s$"
-}
-
-# expect_defer STEP: REPLY must be greyhold's 450; sets LEFT (seconds).
-LEFT=0
-expect_defer() {
-	local re
-	re=$(defer_re "$RCPT")
-	if [[ $REPLY =~ $re ]]; then
-		LEFT=$((10#${BASH_REMATCH[2]:-0} * 60 + 10#${BASH_REMATCH[3]}))
-		return 0
-	fi
-	fail "$1" "want 450 4.7.1 ... Greylisted, please retry in <t>; got: ${REPLY:-<no RCPT reply>}"
-}
-
-expect_code() {
-	[[ $CODE == "$2" ]] || fail "$1" "want $2; got: ${REPLY:-<no RCPT reply>}"
-}
+# Postfix's rendering of greyhold's default DEFER_IF_PERMIT text, for
+# expect_defer (e2e/lib.sh).
+DEFER_RE="^450 4\\.7\\.1 <${RCPT//./\\.}>: Recipient address rejected: Greylisted, please retry in (([0-9]+)m)?([0-9]+)s$"
+DEFER_WANT="450 4.7.1 ... Greylisted, please retry in <t>"
 
 # delivered SUBJECT: path of the delivered message with that subject (waits
 # up to 20 s for Postfix to deliver it).

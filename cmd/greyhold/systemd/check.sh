@@ -15,7 +15,8 @@
 #      expands them. A filtered call would fail with EPERM in service.
 #
 # Installs systemd-analyze (Debian's systemd package), strace, curl,
-# python3 and pgrep (procps) with apt-get when they are missing. Everything runs on loopback, in a
+# python3 (for a policy request that reads only its reply) and pgrep
+# (procps) with apt-get when they are missing. Everything runs on loopback, in a
 # temporary directory removed at the end.
 set -Eeuo pipefail
 
@@ -25,6 +26,11 @@ MAX=${UNIT_MAX_EXPOSURE:-20} # tenths, as --threshold takes it
 TMP=""
 ST_PID="" # strace's
 GH_PID="" # greyhold's, strace's child: signals go to it, not to strace
+
+# Processes by PID (wait_gone PID MS) and free loopback ports (pick_port)
+# come from the end-to-end tests' helpers; say and die are this script's.
+# shellcheck source=e2e/lib.sh
+source "$ROOT/e2e/lib.sh"
 
 say() { printf 'unit-check: %s\n' "$*"; }
 die() {
@@ -120,16 +126,12 @@ while b"\n\n" not in buf:
 print(buf.decode().split("\n")[0])' "$1" "$2"
 }
 
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # exercise: greyhold under strace, through what it does in service.
 exercise() {
 	local policy line http sock out
-	policy=$(free_port)
-	line=$(free_port)
-	http=$(free_port)
+	pick_port policy || die "no free loopback port found"
+	pick_port line || die "no free loopback port found"
+	pick_port http || die "no free loopback port found"
 	sock=$TMP/policy.sock
 	mkdir -p "$TMP/data"
 	strace -f -qq -c -o "$TMP/strace.txt" "$TMP/greyhold" serve --data-dir "$TMP/data" \
@@ -167,11 +169,17 @@ exercise() {
 	(cd "$ROOT" && "$TMP/load" --proto line --target "127.0.0.1:$line" --conns 8 --pipeline 32 \
 		--duration 3s --new-fraction 0.5 >"$TMP/load.log" 2>&1) || { cat "$TMP/load.log"; die "load run failed"; }
 	kill -HUP "$GH_PID"
-	sleep 1.5 # one --snapshot-interval, so a timed snapshot runs too
+	# A timed snapshot too (--snapshot-interval 1s): one more than the
+	# POST's, within 10 s (the log is written every 100 ms).
+	local deadline=$(($(now_ms) + 10000))
+	until (($(grep -c 'snapshot written' "$TMP/greyhold.log") >= 2)); do
+		(($(now_ms) < deadline)) || die "no timed snapshot within 10 s"
+		sleep 0.1
+	done
 	kill -TERM "$GH_PID"
 	local rc=0
 	# strace exits with its tracee's status once the tracee is gone.
-	timeout 60 tail --pid="$ST_PID" -f /dev/null || die "greyhold still running 60 s after SIGTERM"
+	wait_gone "$ST_PID" 60000 || die "greyhold still running 60 s after SIGTERM"
 	wait "$ST_PID" || rc=$?
 	ST_PID="" GH_PID=""
 	((rc == 0)) || { tail -n 20 "$TMP/greyhold.log"; die "greyhold exited $rc under strace"; }
