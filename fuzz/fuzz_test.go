@@ -2,6 +2,7 @@ package fuzz
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -199,31 +201,32 @@ func FuzzHTTPCheck(f *testing.F) {
 	})
 }
 
-// FuzzWALFrame: a frame that decodes re-encodes to the same bytes, decoding
-// allocates nothing beyond an error value, and its records apply to an engine or fail cleanly,
-// counted the same way by the summary.
+// FuzzWALFrame: a frame that decodes re-encodes to the same bytes (a
+// version 1 frame, which this version no longer writes, to a version 2
+// frame of the same records), decoding allocates nothing beyond an error
+// value, and its records apply to an engine or fail cleanly, counted the
+// same way by the summary.
 func FuzzWALFrame(f *testing.F) {
 	e, _ := engine.New(engine.DefaultOptions(), []byte("0123456789abcdef"))
 	var ch engine.Changes
 	e.Check(200_000_000, &engine.Request{ClientAddr: "192.0.2.10", Sender: "a@b.example", Recipient: "c@d.example"}, &ch)
-	frame, _ := wal.AppendFrame(nil, ch.Bytes(), ch.Count())
+	frame, _ := wal.AppendFrame(nil, wal.Frame{Index: 1, Gen: 7, KeyID: 9, UnixMilli: 1_764_000_000_000, Payload: ch.Bytes(), Records: ch.Count()})
 	f.Add(frame)
 	f.Add(frame[:len(frame)-3]) // torn
 	f.Add(make([]byte, 16))     // zero-filled
 	rule, _, _ := e.SetRule(200_000_000, engine.Rule{Kind: engine.RuleSender, Value: "x@y.example"}, true)
-	frame2, _ := wal.AppendFrame(nil, rule, 1)
+	frame2, _ := wal.AppendFrame(nil, wal.Frame{Index: 2, Gen: 7, Payload: rule, Records: 1})
 	f.Add(frame2)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > maxInput {
 			t.Skip()
 		}
-		var payload []byte
-		var n int
+		var fr wal.Frame
 		var err error
 		// A frame that decodes is a view of the input: no allocation. One
 		// that does not costs its error value and nothing that grows with
 		// the input.
-		allocs := testing.AllocsPerRun(1, func() { payload, n, err = wal.DecodeFrame(data) })
+		allocs := testing.AllocsPerRun(1, func() { fr, err = wal.DecodeFrame(data) })
 		errAllocs := 8.0
 		if raceEnabled {
 			errAllocs = 24
@@ -237,10 +240,17 @@ func FuzzWALFrame(f *testing.F) {
 			}
 			return
 		}
-		again, err := wal.AppendFrame(nil, payload, n)
-		if err != nil || !bytes.Equal(again, data) {
-			t.Fatalf("frame %x re-encodes to %x (%v)", data, again, err)
+		again, err := wal.AppendFrame(nil, fr)
+		if err != nil {
+			t.Fatalf("frame %x does not re-encode: %v", data, err)
 		}
+		if fr.Version == 2 && !bytes.Equal(again, data) {
+			t.Fatalf("frame %x re-encodes to %x", data, again)
+		}
+		if back, err := wal.DecodeFrame(again); err != nil || !bytes.Equal(back.Payload, fr.Payload) || back.Records != fr.Records {
+			t.Fatalf("re-encoded frame decodes to %+v, %v", back, err)
+		}
+		payload := fr.Payload
 		fresh, _ := engine.New(engine.DefaultOptions(), []byte("0123456789abcdef"))
 		applied, aerr := fresh.Apply(payload)
 		tr, cl, ru, un, serr := engine.RecordSummary(payload)
@@ -256,16 +266,28 @@ func FuzzWALFrame(f *testing.F) {
 	})
 }
 
+// walEntry is frame i of the seeds below as a segment entry.
+func walEntry(i uint64, payload string) []byte {
+	frame, _ := wal.AppendFrame(nil, wal.Frame{Index: i, Gen: 1, Payload: []byte(payload), Records: 1})
+	return append(binary.AppendUvarint(nil, uint64(len(frame))), frame...)
+}
+
 // FuzzWALSegment hands Open a segment file of arbitrary bytes: it must not
-// fail or panic, must leave a log whose every frame verifies, and that log
-// must take appends.
+// fail or panic, must leave a log whose frames read back in strictly
+// rising index order, each verified, with what Inspect predicted, and that
+// log must take appends numbered after them.
 func FuzzWALSegment(f *testing.F) {
-	frame, _ := wal.AppendFrame(nil, []byte("seed"), 1)
-	entry := append([]byte{byte(len(frame))}, frame...)
+	one, two, three := walEntry(1, "seed"), walEntry(2, "more"), walEntry(3, "last")
+	whole := slices.Concat(one, two, three)
 	f.Add([]byte{})
-	f.Add(entry)
-	f.Add(append(append([]byte{}, entry...), entry[:7]...))        // torn tail
-	f.Add(append(append([]byte{}, entry...), make([]byte, 64)...)) // zero-filled tail
+	f.Add(one)
+	f.Add(slices.Concat(one, two[:7]))                 // torn tail
+	f.Add(slices.Concat(one, make([]byte, 64)))        // zero-filled tail
+	f.Add(slices.Concat(one, []byte{0xff, 0x13}, two)) // damage between frames
+	flipped := bytes.Clone(whole)
+	flipped[len(one)+10] ^= 0x40 // inside frame 2
+	f.Add(flipped)
+	f.Add(slices.Concat(one, three)) // a missing index
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > maxInput {
@@ -275,15 +297,32 @@ func FuzzWALSegment(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%020d", 1)), data, 0o640); err != nil {
 			t.Fatal(err)
 		}
+		var predicted []uint64
+		if _, err := wal.Inspect(dir, 0, func(fr wal.Frame) error { predicted = append(predicted, fr.Index); return nil }); err != nil {
+			t.Fatalf("Inspect: %v", err)
+		}
 		l, err := wal.Open(dir, wal.Options{Sync: wal.SyncNever})
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
 		defer l.Close()
-		if err := l.Replay(l.FirstIndex(), func(uint64, []byte, int) error { return nil }); err != nil {
+		var got []uint64
+		if err := l.Replay(l.FirstIndex(), func(fr wal.Frame) error {
+			if len(got) > 0 && fr.Index <= got[len(got)-1] {
+				return fmt.Errorf("frame %d after frame %d", fr.Index, got[len(got)-1])
+			}
+			got = append(got, fr.Index)
+			return nil
+		}); err != nil {
 			t.Fatalf("Replay after repair: %v", err)
 		}
+		if !slices.Equal(got, predicted) {
+			t.Fatalf("replayed %v, Inspect saw %v", got, predicted)
+		}
 		before := l.LastIndex()
+		if len(got) > 0 && before != got[len(got)-1] {
+			t.Fatalf("LastIndex %d, last frame %d", before, got[len(got)-1])
+		}
 		if err := l.Append([]byte("after"), 1); err != nil {
 			t.Fatal(err)
 		}

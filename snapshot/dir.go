@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/greyhold/greyhold/internal/durable"
 )
 
 const (
@@ -129,7 +131,7 @@ func MarkBroken(path string) (string, error) {
 		}
 		return "", fmt.Errorf("mark snapshot broken: %w", err)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(path)); err != nil {
 		return to, fmt.Errorf("mark snapshot broken %s: %w", path, err)
 	}
 	return to, nil
@@ -165,7 +167,7 @@ func Prune(dir string, keep int) ([]string, error) {
 		return removed, fmt.Errorf("prune snapshots: %w", err)
 	}
 	if len(removed) > 0 {
-		if err := syncDir(dir); err != nil {
+		if err := durable.SyncDir(dir); err != nil {
 			return removed, fmt.Errorf("prune snapshots: %w", err)
 		}
 	}
@@ -181,7 +183,7 @@ func RemoveTemp(dir string) error {
 		return fmt.Errorf("remove snapshot temporary files: %w", err)
 	}
 	if len(removed) > 0 {
-		if err := syncDir(dir); err != nil {
+		if err := durable.SyncDir(dir); err != nil {
 			return fmt.Errorf("remove snapshot temporary files: %w", err)
 		}
 	}
@@ -206,20 +208,4 @@ func removeTemp(dir string) ([]string, error) {
 		removed = append(removed, p)
 	}
 	return removed, nil
-}
-
-// syncDir makes renames and removals in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync directory: %w", err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/greyhold/greyhold/internal/durable"
 )
 
 // DefaultLevel is the zstd level used when WriterOptions.Level is zero.
@@ -432,7 +434,7 @@ func (w *Writer) Commit() (Info, error) {
 		Chunks: w.chunks,
 	}
 	// The rename is durable only once the directory entry is.
-	if err := syncDir(w.dir); err != nil {
+	if err := durable.SyncDir(w.dir); err != nil {
 		return info, fmt.Errorf("commit snapshot %s: %w", w.path, err)
 	}
 	return info, nil

@@ -208,7 +208,7 @@ func TestTornLastFrame(t *testing.T) {
 				t.Fatalf("cut at %d: change %d lost (%v)", cut, i, err)
 			}
 		}
-		if r := s.Stats().Recovery.WALRepair; cut > start && !r.TornTail {
+		if r := s.Stats().Recovery.WALRepair; cut > start && r.Torn == nil {
 			t.Errorf("cut at %d: repair %+v, want a torn tail", cut, r)
 		}
 		if err := s.Close(); err != nil {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/greyhold/greyhold/internal/durable"
 )
 
 const (
@@ -40,7 +42,12 @@ var ErrLocked = errors.New("store: data directory in use")
 // one log, and writes our pid into it for the operator.
 func lockDir(dir string) (*os.File, error) {
 	path := filepath.Join(dir, lockName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	// Never through a link: the file is truncated for our pid below, and a
+	// link planted here would have us truncate its target.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("lock file %s is a symbolic link, which greyhold never makes: remove it (and check who can write to %s)", path, dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
@@ -67,9 +74,37 @@ func unlockDir(f *os.File) error {
 	return f.Close()
 }
 
+// hasState says whether dir already holds greylisting state, naming what:
+// greyhold.json, a log with segments, or snapshots. "" means none.
+func hasState(dir string) (string, error) {
+	if _, err := os.Lstat(filepath.Join(dir, metaName)); err == nil {
+		return metaName, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("look for state in %s: %w", dir, err)
+	}
+	for _, sub := range []string{walDirName, snapDirName} {
+		ents, err := os.ReadDir(filepath.Join(dir, sub))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("look for state in %s: %w", dir, err)
+		}
+		for _, e := range ents {
+			if !e.IsDir() && !strings.HasSuffix(e.Name(), ".tmp") {
+				return filepath.Join(sub, e.Name()), nil
+			}
+		}
+	}
+	return "", nil
+}
+
 // loadSecret reads dir/secret, or makes it: 32 random bytes, hex, mode 0600,
 // synced before use so a crash cannot leave state keyed by a lost secret.
-func loadSecret(dir string) (secret []byte, created bool, err error) {
+// It never makes one beside existing state (existed names it): that state
+// is keyed by the secret that was lost, and a new one would silently turn
+// every triplet it holds into one no request can match.
+func loadSecret(dir, existed string) (secret []byte, created bool, err error) {
 	path := filepath.Join(dir, secretName)
 	b, err := os.ReadFile(path)
 	switch {
@@ -81,12 +116,15 @@ func loadSecret(dir string) (secret []byte, created bool, err error) {
 		return s, false, nil
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, false, fmt.Errorf("read secret: %w", err)
+	case existed != "":
+		return nil, false, fmt.Errorf("%w: %s is missing, but the data directory holds state keyed by it (%s); restore the secret file from a backup or from another MX host of this fleet, or, to start with no state, move the data directory away",
+			ErrIncompatible, path, filepath.Join(dir, existed))
 	}
 	s := make([]byte, secretBytes)
 	if _, err := rand.Read(s); err != nil {
 		return nil, false, fmt.Errorf("make secret: %w", err)
 	}
-	if err := writeFileSync(path, []byte(hex.EncodeToString(s)+"\n"), 0o600); err != nil {
+	if err := durable.WriteFile(path, []byte(hex.EncodeToString(s)+"\n"), 0o600); err != nil {
 		return nil, false, fmt.Errorf("write secret: %w", err)
 	}
 	return s, true, nil
@@ -99,6 +137,15 @@ func secretID(secret []byte) uint64 {
 	return xxhash.Sum64(b)
 }
 
+// keyID is the short form of a secret id that every log frame carries.
+// Zero would turn the log's check off, so it is never zero.
+func keyID(sid uint64) uint32 {
+	if k := uint32(sid); k != 0 {
+		return k
+	}
+	return 1
+}
+
 type meta struct {
 	Format   int       `json:"format"`
 	Keys     string    `json:"keys"`
@@ -107,72 +154,38 @@ type meta struct {
 }
 
 // checkMeta compares the directory's recorded key options and secret with
-// ours, or records them on first use.
-func checkMeta(dir, keys string, sid uint64) error {
+// ours, or records them on first use. existed says the file was there.
+func checkMeta(dir, keys string, sid uint64) (existed bool, err error) {
 	path := filepath.Join(dir, metaName)
 	want := meta{Format: formatVersion, Keys: keys, SecretID: fmt.Sprintf("%016x", sid)}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		want.Created = time.Now().UTC().Truncate(time.Second)
 		out, _ := json.MarshalIndent(want, "", "  ")
-		if err := writeFileSync(path, append(out, '\n'), 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", path, err)
+		if err := durable.WriteFile(path, append(out, '\n'), 0o644); err != nil {
+			return false, fmt.Errorf("write %s: %w", path, err)
 		}
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
+		return true, fmt.Errorf("read %s: %w", path, err)
 	}
 	var have meta
 	if err := json.Unmarshal(b, &have); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return true, fmt.Errorf("%s: %w", path, err)
 	}
 	if have.Format != formatVersion {
-		return fmt.Errorf("%w: %s has format %d, this version reads %d", ErrIncompatible, path, have.Format, formatVersion)
+		return true, fmt.Errorf("%w: %s has format %d, this version reads %d", ErrIncompatible, path, have.Format, formatVersion)
 	}
 	if have.Keys != keys {
-		return fmt.Errorf("%w: %s was written with %q but this server has %q; start with the same key options (prefix lengths, normalisation) or use a new data directory",
+		return true, fmt.Errorf("%w: %s was written with %q but this server has %q; start with the same key options (prefix lengths, normalisation) or use a new data directory",
 			ErrIncompatible, dir, have.Keys, keys)
 	}
 	if have.SecretID != want.SecretID {
-		return fmt.Errorf("%w: the secret in %s (id %s) is not the one the state was written with (id %s); restore the original secret file",
+		return true, fmt.Errorf("%w: the secret in %s (id %s) is not the one the state was written with (id %s); restore the original secret file",
 			ErrIncompatible, dir, want.SecretID, have.SecretID)
 	}
-	return nil
-}
-
-// writeFileSync writes a file through a temporary name, syncs it, renames it
-// into place and syncs the directory.
-func writeFileSync(path string, data []byte, perm os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return true, nil
 }
 
 // DefaultMaxEntries sizes the triplet bound from the memory this process

@@ -12,9 +12,15 @@
 //	snapshots/       snap-<WAL index>.zst files (package snapshot), newest two kept
 //
 // Only keyed hashes of triplets, client networks and whitelisted addresses
-// reach the log and the snapshots; no address is ever written. A fleet of MX
-// hosts shares one secret (copy the file before the first start), so their
-// keys agree.
+// reach the log and the snapshots; no address is ever written there. A fleet
+// of MX hosts shares one secret (copy the file before the first start), so
+// their keys agree.
+//
+// Every log frame carries a short id of the secret, and every snapshot its
+// full id: a directory whose secret is not the one its state was written
+// with does not open (ErrIncompatible), and a secret is never made beside
+// existing state, whose keys it would orphan. A lost greyhold.json is
+// written again, with a warning; the key checks above still hold.
 //
 // # Recovery
 //
@@ -23,6 +29,21 @@
 // index the snapshot started at. Records carry resulting values and merge,
 // so replaying frames the snapshot already holds changes nothing. Open
 // returns only once recovery is done: a Store that exists is ready.
+//
+// # Durability, and what "after the fsync" means
+//
+// With fsync=always a check returns only once the frame holding its
+// changes is on disk. The engine changes memory first and the log follows,
+// so a concurrent check of the same triplet can see, and answer from, a
+// change whose frame is still being written: for a moment two answers rest
+// on one change that is not yet durable. A crash then loses the change and
+// both answers were given; that is harmless for greylisting (at worst one
+// message passes, or waits, once more), and ordering every check behind
+// the fsync of the one before would cost the group commit.
+//
+// If the log loses frames while the store runs (its tail file removed or
+// cut by something else), memory still holds their changes: the store
+// writes a snapshot at once, after which nothing is lost.
 //
 // # Snapshots
 //

@@ -46,6 +46,44 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer gets the log's metrics; nil means none.
 	Registerer prometheus.Registerer
+	// OpenLog opens the write-ahead log; nil means wal.Open. Tests hand in
+	// a log that fails on command.
+	OpenLog func(dir string, o wal.Options) (Log, error)
+
+	// lossSnapshot, if set, is told the outcome of each snapshot taken
+	// because the log lost frames.
+	lossSnapshot func(SnapshotInfo, error)
+}
+
+// Log is what the store needs of its write-ahead log. *wal.Log is the one
+// it opens unless Options.OpenLog says otherwise.
+type Log interface {
+	// Append logs a payload of n records, returning once it is durable as
+	// the sync mode says.
+	Append(payload []byte, n int) error
+	// Replay reads the frames from an index to the end, in order.
+	Replay(from uint64, fn func(wal.Frame) error) error
+	// NewCursor follows the log from an index, frames appended while it
+	// reads included.
+	NewCursor(from uint64) *wal.Cursor
+	// Pin holds truncation back at an index.
+	Pin(index uint64) *wal.Pin
+	// Eras lists the generations of the frames in the log.
+	Eras() []wal.Era
+	// TruncateFront drops whole segments before an index.
+	TruncateFront(index uint64) error
+	// Repaired says what opening the log repaired.
+	Repaired() wal.RepairReport
+	Stats() wal.Stats
+	Close() error
+}
+
+func openWAL(dir string, o wal.Options) (Log, error) {
+	l, err := wal.Open(dir, o)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 // DefaultOptions returns postgrey's decisions, the log synced every second,
@@ -79,12 +117,13 @@ type Store struct {
 	log      *slog.Logger
 	lock     *os.File
 	eng      *engine.Engine
-	wal      *wal.Log
+	wal      Log
 	clock    engine.Clock
 	secretID uint64
 	keys     string
 
-	snapMu     sync.Mutex // one snapshot at a time
+	lossC      chan wal.Loss // the log lost frames: snapshot at once
+	snapMu     sync.Mutex    // one snapshot at a time
 	lastSnap   atomic.Pointer[SnapshotInfo]
 	snapBytes  atomic.Uint64 // log payload bytes at the last snapshot's start
 	snapFailed atomic.Uint64
@@ -142,7 +181,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	s := &Store{dir: dir, opts: opts, base: logger, log: logger.With("component", "store"), keys: opts.Engine.Keys.String()}
+	if opts.OpenLog == nil {
+		opts.OpenLog = openWAL
+	}
+	s := &Store{dir: dir, opts: opts, base: logger, log: logger.With("component", "store"), keys: opts.Engine.Keys.String(),
+		lossC: make(chan wal.Loss, 1)}
 	lock, err := lockDir(dir)
 	if err != nil {
 		return nil, err
@@ -165,7 +208,11 @@ func Open(dir string, opts Options) (*Store, error) {
 }
 
 func (s *Store) open() error {
-	secret, created, err := loadSecret(s.dir)
+	existed, err := hasState(s.dir)
+	if err != nil {
+		return err
+	}
+	secret, created, err := loadSecret(s.dir, existed)
 	if err != nil {
 		return err
 	}
@@ -174,8 +221,14 @@ func (s *Store) open() error {
 		s.log.Info("made a new hash secret; copy it to every MX host that is to share this state", "path", filepath.Join(s.dir, secretName))
 	}
 	s.secretID = secretID(secret)
-	if err := checkMeta(s.dir, s.keys, s.secretID); err != nil {
+	metaExisted, err := checkMeta(s.dir, s.keys, s.secretID)
+	if err != nil {
 		return err
+	}
+	if !metaExisted && existed != "" {
+		s.log.Warn("greyhold.json was missing beside existing state: written again from the options given",
+			"dir", s.dir, "state", existed,
+			"hint", "the snapshots' key options and the log's key id are still checked against this server's")
 	}
 	snapDir := filepath.Join(s.dir, snapDirName)
 	if err := os.MkdirAll(snapDir, 0o750); err != nil {
@@ -206,13 +259,20 @@ func (s *Store) open() error {
 	}
 
 	start = time.Now()
-	l, err := wal.Open(filepath.Join(s.dir, walDirName), wal.Options{
+	l, err := s.opts.OpenLog(filepath.Join(s.dir, walDirName), wal.Options{
 		Sync:        s.opts.Sync,
 		SegmentSize: s.opts.WALSegmentSize,
 		StartIndex:  from,
+		KeyID:       keyID(s.secretID),
+		MustExist:   metaExisted || info != nil,
+		OnLoss:      s.onLoss,
 		Logger:      s.base,
 		Registerer:  s.opts.Registerer,
 	})
+	if errors.Is(err, wal.ErrForeignKey) {
+		return fmt.Errorf("%w: the log in %s was written with another secret than %s holds (%w); restore the secret file the state was written with, from a backup or another MX host of this fleet",
+			ErrIncompatible, filepath.Join(s.dir, walDirName), filepath.Join(s.dir, secretName), err)
+	}
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
@@ -309,25 +369,28 @@ func (s *Store) loadSnapshot(secret []byte, dir string) (*engine.Engine, *snapsh
 }
 
 func (s *Store) replay(from uint64) error {
-	apply := func(index uint64, payload []byte, n int) error {
-		if _, err := s.eng.Apply(payload); err != nil {
-			return fmt.Errorf("frame %d: %w", index, err)
+	err := s.wal.Replay(from, func(f wal.Frame) error {
+		if _, err := s.eng.Apply(f.Payload); err != nil {
+			return fmt.Errorf("frame %d: %w", f.Index, err)
 		}
 		s.recovery.Frames++
-		s.recovery.Records += uint64(n)
+		s.recovery.Records += uint64(f.Records)
 		return nil
-	}
-	err := s.wal.Replay(from, apply)
-	if errors.Is(err, wal.ErrGap) {
-		first := s.wal.FirstIndex()
-		s.log.Error("the log no longer holds every frame after the snapshot: changes in the missing frames are lost, the rest is replayed",
-			"want_from", from, "log_starts_at", first, "err", err)
-		err = s.wal.Replay(first, apply)
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("replay log: %w", err)
 	}
 	return nil
+}
+
+// onLoss is the log's word that frames it wrote are gone from the disk. The
+// engine still holds their changes, so a snapshot now makes the loss good;
+// the background loop takes it, since the log calls from its committer.
+func (s *Store) onLoss(l wal.Loss) {
+	select {
+	case s.lossC <- l:
+	default: // a snapshot is already due
+	}
 }
 
 // background advances the wheels and takes scheduled snapshots.
@@ -344,6 +407,18 @@ func (s *Store) background(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case l := <-s.lossC:
+			s.log.Error("writing a snapshot at once: the log lost frames, which memory still holds",
+				"first_lost", l.First, "last_lost", l.Last, "cause", l.Cause)
+			lastSnap = time.Now()
+			info, err := s.Snapshot()
+			if err != nil {
+				s.log.Error("the snapshot after the log's loss failed: a restart now would lose those changes",
+					"err", err, "hint", "check the data directory's disk; the next scheduled snapshot tries again")
+			}
+			if s.opts.lossSnapshot != nil {
+				s.opts.lossSnapshot(info, err)
+			}
 		case <-expire.C:
 			if n := s.eng.Expire(s.clock.Now()); n > 0 {
 				s.log.Debug("expired entries", "count", n)
@@ -362,6 +437,28 @@ func (s *Store) background(ctx context.Context) {
 		}
 	}
 }
+
+// ApplyRemote applies records that another node logged, through the same
+// path as replay: records carry resulting values, so they merge with what
+// memory holds in any order and any number of times. They change memory
+// only and are not logged here: the node that made them logged them, and
+// replication keeps its own position in its stream (in the snapshots, see
+// SnapshotState), so after a restart it applies them again from there.
+func (s *Store) ApplyRemote(payload []byte) (int, error) {
+	return s.eng.Apply(payload)
+}
+
+// Follow returns a cursor on the store's log from frame index from: the
+// frames this node wrote, including those written while the cursor reads.
+// The caller closes it.
+func (s *Store) Follow(from uint64) *wal.Cursor { return s.wal.NewCursor(from) }
+
+// HoldLog pins the log at index: snapshots then truncate it no further,
+// so frames not yet shipped elsewhere stay. Release the pin when done.
+func (s *Store) HoldLog(index uint64) *wal.Pin { return s.wal.Pin(index) }
+
+// LogEras returns the generations of the frames in the log (wal.Log.Eras).
+func (s *Store) LogEras() []wal.Era { return s.wal.Eras() }
 
 // Engine returns the engine, for read-only use (lookups, stats, options).
 // Changes must go through the Store so they are logged.

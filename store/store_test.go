@@ -369,7 +369,7 @@ func TestRecoveryProperty(t *testing.T) {
 
 func replayTwice(t *testing.T, dir string, o Options) *engine.Engine {
 	t.Helper()
-	secret, _, err := loadSecret(dir)
+	secret, _, err := loadSecret(dir, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,8 +383,8 @@ func replayTwice(t *testing.T, dir string, o Options) *engine.Engine {
 	}
 	defer l.Close()
 	for range 2 {
-		err := l.Replay(l.FirstIndex(), func(_ uint64, payload []byte, _ int) error {
-			_, err := e.Apply(payload)
+		err := l.Replay(l.FirstIndex(), func(f wal.Frame) error {
+			_, err := e.Apply(f.Payload)
 			return err
 		})
 		if err != nil {

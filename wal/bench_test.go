@@ -133,7 +133,8 @@ func BenchmarkReplay(b *testing.B) {
 	b.SetBytes(int64(frames * len(payload)))
 	var records int
 	for b.Loop() {
-		if err := l.Replay(1, func(_ uint64, _ []byte, n int) error {
+		if err := l.Replay(1, func(fr Frame) error {
+			n := fr.Records
 			records += n
 			return nil
 		}); err != nil {

@@ -1,7 +1,6 @@
 package wal
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -62,7 +61,8 @@ func checkFrames(t testing.TB, l *Log, first uint64, count int) {
 		t.Errorf("LastIndex() = %d, want %d (%d frames)", got, want, count)
 	}
 	next := first
-	err := l.Replay(first, func(index uint64, payload []byte, n int) error {
+	err := l.Replay(first, func(fr Frame) error {
+		index, payload, n := fr.Index, fr.Payload, fr.Records
 		if index != next {
 			return fmt.Errorf("got frame %d, want %d", index, next)
 		}
@@ -86,12 +86,13 @@ type entryLoc struct {
 	off    int64  // offset of the length prefix
 	prefix int64  // length of the prefix
 	size   int64  // length of the frame
+	index  uint64 // the frame's index
 }
 
 // frameAt returns the offset of the frame's first byte.
 func (e entryLoc) frameAt() int64 { return e.off + e.prefix }
 
-// layout lists every entry of every segment in dir, in log order.
+// layout lists every valid frame of every segment in dir, in log order.
 func layout(t testing.TB, dir string) []entryLoc {
 	t.Helper()
 	files, err := listSegments(dir)
@@ -100,21 +101,16 @@ func layout(t testing.TB, dir string) []entryLoc {
 	}
 	var locs []entryLoc
 	for _, file := range files {
-		f, err := os.Open(filepath.Join(dir, file.name))
+		data, err := os.ReadFile(filepath.Join(dir, file.name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		fi, _ := f.Stat()
-		r := newEntryReader(f, fi.Size(), bufio.NewReader(nil))
-		for {
-			data, off, err := r.next()
-			if err != nil {
-				break
-			}
-			size := int64(len(data))
-			locs = append(locs, entryLoc{seg: file.name, off: off, prefix: r.off - off - size, size: size})
-		}
-		f.Close()
+		w := walker{next: file.index, v1: true}
+		w.walk(data, 0, func(off, end int64, f Frame) bool {
+			prefix := int64(uvarintAt(data[off:]))
+			locs = append(locs, entryLoc{seg: file.name, off: off, prefix: prefix, size: end - off - prefix, index: f.Index})
+			return true
+		}, func(span) {})
 	}
 	return locs
 }

@@ -1,17 +1,9 @@
 package wal
 
 import (
-	"bufio"
+	"crypto/rand"
 	"encoding/binary"
-	"errors"
-	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,9 +21,9 @@ const (
 	// ours of the directory cost one pair a second, and TruncateFront, which
 	// drops whole segments only, keeps at most about a second of frames too
 	// many. The growth costs too: near 16 MiB each step copies several MiB
-	// inside WriteBatch (measured: 4-10ms committer pauses, a few per
-	// segment), and the slice allocates about five bytes per byte written
-	// over its life. A smaller size shortens the pauses, for more fsyncs.
+	// inside WriteBatch (4-10ms committer pauses, a few per segment), and the
+	// slice allocates about five bytes per byte written over its life. A
+	// smaller size shortens the pauses, for more fsyncs.
 	defaultSegmentSize = 16 << 20
 
 	// defaultMaxBatchBytes caps the batch appenders fill while the previous
@@ -48,6 +40,11 @@ const (
 	// to resume soon after an operator frees space, rare enough not to
 	// flood the log with the same error.
 	reopenRetry = 5 * time.Second
+
+	// checkInterval is how often a log that never fsyncs (SyncNever) checks
+	// that its tail file is still the one it writes; the other modes check
+	// at every fsync.
+	checkInterval = time.Second
 
 	dirPerm  = 0o750
 	filePerm = 0o640
@@ -68,11 +65,28 @@ type Options struct {
 	// Default 1s.
 	SlowSync time.Duration
 	// StartIndex, when not zero, is the first frame index the caller needs:
-	// the index the newest snapshot started from. If the log ends before it
+	// the index the newest snapshot started from. Damage to frames before it
+	// costs nothing and is reported as covered. If the log ends before it
 	// (LastIndex()+1 < StartIndex), the log was lost or replaced: Open moves
 	// the directory aside to <dir>.old-<unix time> and starts an empty log
 	// whose first frame will be StartIndex. A new log starts at StartIndex.
 	StartIndex uint64
+	// KeyID identifies the key the caller's records are made with; every
+	// frame carries it. Open refuses a log holding frames with another
+	// (ErrForeignKey): replaying records keyed by another secret would fill
+	// memory with state no request can match. 0 turns the check off.
+	KeyID uint32
+	// MustExist says the caller knows this log was made before (its data
+	// directory records having one). An empty or missing directory is then
+	// a lost log: Open still starts a new one, so that mail keeps flowing,
+	// but logs an error and reports it in Repaired().Missing.
+	MustExist bool
+	// OnLoss, if set, is called (from the log's own goroutine; it must not
+	// block) when frames this process wrote were lost while it ran: the
+	// tail file was deleted, truncated or replaced under it. The caller's
+	// memory still holds their changes, so a snapshot taken at once makes
+	// the loss good.
+	OnLoss func(Loss)
 	// Logger receives the log's messages, with component=wal added. Nil
 	// discards them.
 	Logger *slog.Logger
@@ -85,11 +99,14 @@ type Options struct {
 
 // testHooks let tests drive time and inject faults.
 type testHooks struct {
-	syncTick  <-chan time.Time         // replaces the interval syncer's ticker
+	syncTick  <-chan time.Time         // replaces the interval syncer's (or checker's) ticker
 	syncDone  chan<- struct{}          // told when the syncer has handled a tick
 	retryTick <-chan time.Time         // replaces the reopen-retry ticker
 	write     func(index uint64) error // runs before each frame write; an error fails it
 	reopen    func() error             // runs before each reopen; an error fails it
+	gen       func() uint32            // replaces the random generation
+	now       func() int64             // replaces the frame time (unix milliseconds)
+	held      func()                   // runs, under mu, when backpressure holds an appender back
 }
 
 func (o *Options) setDefaults() {
@@ -107,15 +124,25 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// Log is greyhold's write-ahead log: a tidwall/wal log of CRC-checked frames,
-// one per group-commit batch. All methods are safe for concurrent use.
+// Log is greyhold's write-ahead log: tidwall/wal segment files of
+// CRC-checked frames, one per group-commit batch. All methods are safe for
+// concurrent use.
+//
+// Goroutines: appenders (Append), the committer (run: the only writer of
+// the files and of tidwall), the syncer (runSyncer: fsyncs, and checks the
+// tail file), and readers (Cursor, Replay), which read segment files
+// through their own descriptors.
+//
+// Locks, each held briefly, never while waiting for another goroutine:
+// sy.mu may be held while taking segMu; mu and pinMu are never held with
+// another lock.
 type Log struct {
 	dir  string
 	opts Options
 	log  *slog.Logger
 	m    *metrics
 
-	// Appenders' side.
+	// Appenders' side, under mu.
 	mu       sync.Mutex
 	space    sync.Cond // broadcast when the open batch is taken, or on close and failure
 	open     *batch    // being filled by appenders
@@ -123,93 +150,71 @@ type Log struct {
 	inflight *result   // the batch being written, for Sync
 	closed   bool
 	failed   error // why the log cannot be written; nil when it can
-	waiting  int   // appenders held back by MaxBatchBytes
 
 	kick     chan struct{} // an empty batch got its first append
 	truncC   chan truncReq
-	syncErrC chan error // fsync failures seen outside the committer
+	syncErrC chan syncErr // fsync failures and tail-file checks seen outside the committer
 	stop     chan struct{}
 	wg       sync.WaitGroup
 
-	// Owned by the committer goroutine (by Open before it starts). tl is
-	// written under logMu too, and read under it by Replay.
+	// Owned by the committer goroutine (by Open before it starts).
 	tl       *tidwall.Log
 	tb       tidwall.Batch
-	tailSize int64 // bytes in the tail segment, mirroring tidwall's count
+	tailSize int64  // bytes in the tail segment, mirroring tidwall's count
+	gen      uint32 // generation stamped on the frames written now
 
-	// logMu guards tl for readers and serialises tidwall reads: tidwall's
-	// Read updates its segment cache under a read lock, so two concurrent
-	// Reads race inside it.
-	logMu sync.Mutex
-
+	// segMu guards the segment table, which readers and the syncer use to
+	// find files, and the wait channel of readers that caught up.
 	segMu  sync.Mutex
-	segs   []segInfo // the segment files, ascending; the tail's size is tailSize
+	segs   []segInfo // the segment files, ascending; the tail's size is kept current
 	dirGen uint64    // bumped whenever a segment file is created
+	eras   []Era     // generations in the log, oldest first
+	caught chan struct{}
+
+	pinMu sync.Mutex
+	pins  map[*Pin]struct{}
 
 	sy syncState
 
 	first, last  atomic.Uint64
 	syncedIndex  atomic.Uint64
 	diskBytes    atomic.Int64
+	curGen       atomic.Uint32
 	frames       atomic.Uint64
 	records      atomic.Uint64
 	payloadBytes atomic.Uint64
 	writtenBytes atomic.Uint64
 	syncs        atomic.Uint64
 	repairs      atomic.Uint64
+	lostFrames   atomic.Uint64
+	skippedBytes atomic.Uint64
 
 	repaired  RepairReport
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// batch is one group commit: the frame is built in buf in place, behind
-// headerSize bytes reserved at the front.
-type batch struct {
-	buf     []byte
-	records uint64
-	res     *result // nil while the batch is empty
+// segInfo is one segment file of the open log.
+type segInfo struct {
+	first uint64 // index of its first frame, and its name
+	size  int64  // bytes on disk
 }
 
-// result is shared by every Append of one batch; allocated once per batch,
-// never reused, because waiters read err after the batch buffer moved on.
-type result struct {
-	done chan struct{}
-	err  error
-}
+func (s segInfo) name() string { return segmentName(s.first) }
 
-type truncReq struct {
-	index uint64
-	done  chan error
-}
-
-func newBatch() *batch {
-	// 64 KiB holds a few thousand typical records, a busy second's batch,
-	// without growing; the buffer is reused, so growth happens once anyway.
-	return &batch{buf: make([]byte, headerSize, 64<<10)}
-}
-
-// seal fills in the header and appends the CRC: the buffer is now a frame.
-func (b *batch) seal() []byte {
-	b.buf[0] = frameVersion
-	b.buf[1] = 0
-	binary.LittleEndian.PutUint32(b.buf[2:headerSize], uint32(b.records))
-	b.buf = sealFrame(b.buf, 0)
-	return b.buf
-}
-
-func (b *batch) reset() {
-	b.buf = b.buf[:headerSize]
-	b.records = 0
-	b.res = nil
+// Era is a run of frames written under one generation: from First to the
+// frame before the next era's First (or the log's last frame).
+type Era struct {
+	Gen   uint32
+	First uint64
 }
 
 // Open opens the log in dir, creating it if needed. It first finishes any
 // truncation tidwall/wal left half done, then verifies every frame of every
-// segment and cuts the log at the first one that does not verify (see
-// RepairReport and Repaired), then applies Options.StartIndex, then starts
-// the goroutine that writes batches (and, in interval mode, the one that
-// fsyncs). The caller must keep other processes out of dir.
+// segment, cuts a torn tail, skips and reports damage elsewhere (see
+// RepairReport), applies Options.StartIndex, takes a new generation, and
+// starts the goroutine that writes batches and the one that fsyncs and
+// watches the tail file. The caller must keep other processes out of dir.
 func Open(dir string, opts Options) (*Log, error) {
 	opts.setDefaults()
 	logger := opts.Logger
@@ -224,8 +229,9 @@ func Open(dir string, opts Options) (*Log, error) {
 		spare:    newBatch(),
 		kick:     make(chan struct{}, 1),
 		truncC:   make(chan truncReq),
-		syncErrC: make(chan error, 1),
+		syncErrC: make(chan syncErr, 1),
 		stop:     make(chan struct{}),
+		pins:     map[*Pin]struct{}{},
 	}
 	l.space.L = &l.mu
 	m, err := newMetrics(opts.Registerer, l)
@@ -240,835 +246,100 @@ func Open(dir string, opts Options) (*Log, error) {
 
 	l.wg.Add(1)
 	go l.run()
-	if opts.Sync.kind == syncInterval {
-		tick := opts.hooks.syncTick
-		var ticker *time.Ticker
-		if tick == nil {
-			ticker = time.NewTicker(opts.Sync.Interval())
-			tick = ticker.C
+	tick := opts.hooks.syncTick
+	var ticker *time.Ticker
+	if tick == nil {
+		every := checkInterval
+		if opts.Sync.kind == syncInterval {
+			every = opts.Sync.Interval()
 		}
-		l.wg.Add(1)
-		go l.runSyncer(tick, ticker)
+		ticker = time.NewTicker(every)
+		tick = ticker.C
 	}
+	l.wg.Add(1)
+	go l.runSyncer(tick, ticker)
 	return l, nil
 }
 
-// openDir brings dir into shape and opens tidwall on it.
-func (l *Log) openDir() error {
-	created, err := makeDir(l.dir)
-	if err != nil {
-		return err
-	}
-	st, err := repairDir(l.dir)
-	if err != nil {
-		return fmt.Errorf("open wal %s: %w", l.dir, err)
-	}
-	l.noteRepair(st)
-	l.repaired = st.report
-
-	start := max(l.opts.StartIndex, 1)
-	switch {
-	case len(st.segs) == 0:
-		l.log.Info("starting a new wal", "dir", l.dir, "first_index", start, "created_dir", created)
-		if st, err = newLogDir(l.dir, start); err != nil {
-			return err
+// newGen picks the generation of the frames about to be written: random,
+// non-zero, and none the log holds already, so that (generation, index)
+// never names two different frames of one log, even when a torn tail cut
+// after a crash lets an index be written again.
+func (l *Log) newGen() uint32 {
+	for {
+		var g uint32
+		if h := l.opts.hooks.gen; h != nil {
+			g = h()
+		} else {
+			var b [4]byte
+			_, _ = rand.Read(b[:]) // never fails on Linux
+			g = binary.LittleEndian.Uint32(b[:])
 		}
-	case l.opts.StartIndex > 0 && st.last+1 < l.opts.StartIndex:
-		aside, err := moveAside(l.dir)
-		if err != nil {
-			return err
+		if g == 0 {
+			continue
 		}
-		l.log.Warn("wal ends before the snapshot: moved it aside and started a new one",
-			"dir", l.dir, "moved_to", aside, "wal_last_index", st.last, "start_index", l.opts.StartIndex,
-			"hint", "the wal was lost or replaced since the snapshot was written; the old files are kept for inspection and nothing reads them")
-		if st, err = newLogDir(l.dir, start); err != nil {
-			return err
+		used := false
+		for _, e := range l.eras {
+			used = used || e.Gen == g
+		}
+		if !used {
+			return g
 		}
 	}
-	l.logMu.Lock()
-	defer l.logMu.Unlock()
-	return l.openTidwall(st)
 }
 
-// reopen is openDir after a failure: repair what the failed write left, no
-// StartIndex. l.logMu must be held, so that Replay waits for the new log
-// instead of seeing none.
-func (l *Log) reopen() error {
-	if hook := l.opts.hooks.reopen; hook != nil {
-		if err := hook(); err != nil {
-			return err
-		}
-	}
-	if _, err := makeDir(l.dir); err != nil {
-		return err
-	}
-	st, err := repairDir(l.dir)
-	if err != nil {
-		return err
-	}
-	l.noteRepair(st)
-	if len(st.segs) == 0 {
-		next := l.last.Load() + 1
-		l.log.Error("wal directory emptied while open: continuing from the next index",
-			"dir", l.dir, "first_index", next,
-			"hint", "every frame written so far is gone; take a snapshot soon")
-		if st, err = newLogDir(l.dir, next); err != nil {
-			return err
-		}
-	}
-	return l.openTidwall(st)
-}
-
-// openTidwall opens tidwall/wal on a repaired directory and installs it.
-// l.logMu must be held.
-func (l *Log) openTidwall(st dirState) error {
-	tl, err := tidwall.Open(l.dir, &tidwall.Options{
-		NoSync:           true, // the committer and the syncer decide when to fsync
-		SegmentSize:      l.opts.SegmentSize,
-		LogFormat:        tidwall.Binary,
-		SegmentCacheSize: 1, // Replay reads segments in order: one is enough
-		NoCopy:           true,
-		AllowEmpty:       true,
-		DirPerms:         dirPerm,
-		FilePerms:        filePerm,
-	})
-	if err != nil {
-		return fmt.Errorf("open wal %s: %w", l.dir, err)
-	}
-	first, _ := tl.FirstIndex()
-	last, _ := tl.LastIndex()
-	if first != st.first || last != st.last {
-		tl.Close()
-		return fmt.Errorf("open wal %s: tidwall/wal sees frames %d to %d where the scan found %d to %d",
-			l.dir, first, last, st.first, st.last)
-	}
-
-	l.tl = tl
-	var disk int64
-	for _, s := range st.segs {
-		disk += s.size
-	}
+// startEra makes gen the generation of frames from index first on. The
+// committer calls it; segMu is taken here.
+func (l *Log) startEra(gen uint32, first uint64) {
+	l.gen = gen
+	l.curGen.Store(gen)
 	l.segMu.Lock()
-	l.segs = st.segs
+	if n := len(l.eras); n > 0 && l.eras[n-1].First >= first {
+		// The last era never got a frame: the new one replaces it.
+		l.eras = l.eras[:n-1]
+	}
+	l.eras = append(l.eras, Era{Gen: gen, First: first})
 	l.segMu.Unlock()
-	l.tailSize = st.segs[len(st.segs)-1].size
-	l.diskBytes.Store(disk)
-	l.first.Store(st.first)
-	l.last.Store(st.last)
-	l.sy.reset()
-	if l.syncedIndex.Load() > st.last {
-		l.syncedIndex.Store(st.last)
-	}
-	return nil
 }
 
-// makeDir creates dir if needed, and fsyncs its parent when it did.
-func makeDir(dir string) (created bool, err error) {
-	if _, err := os.Stat(dir); err == nil {
-		return false, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return false, fmt.Errorf("wal directory: %w", err)
-	}
-	if err := os.MkdirAll(dir, dirPerm); err != nil {
-		return false, fmt.Errorf("create wal directory: %w", err)
-	}
-	return true, syncDir(filepath.Dir(dir))
-}
-
-// newLogDir makes an empty log in dir whose first frame will be first: one
-// empty segment file named after it. tidwall/wal's load() takes its first
-// index from the first file name and its last from the tail's entry count,
-// so that is FirstIndex first and LastIndex first-1.
-func newLogDir(dir string, first uint64) (dirState, error) {
-	name := segmentName(first)
-	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, filePerm)
-	if err != nil {
-		return dirState{}, fmt.Errorf("create segment %s: %w", name, err)
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return dirState{}, fmt.Errorf("create segment %s: %w", name, err)
-	}
-	if err := syncDir(dir); err != nil {
-		return dirState{}, err
-	}
-	return dirState{segs: []segInfo{{first: first}}, first: first, last: first - 1}, nil
-}
-
-// moveAside renames dir to <dir>.old-<unix time> and creates it anew.
-func moveAside(dir string) (string, error) {
-	clean := filepath.Clean(dir)
-	base := clean + ".old-" + strconv.FormatInt(time.Now().Unix(), 10)
-	aside := base
-	for i := 2; ; i++ {
-		if _, err := os.Lstat(aside); errors.Is(err, fs.ErrNotExist) {
-			break
+// Eras returns the generations of the frames in the log, oldest first; the
+// last one is the generation being written. A replicator that knows the
+// last (generation, index) it shipped finds where to go on from here.
+func (l *Log) Eras() []Era {
+	l.segMu.Lock()
+	defer l.segMu.Unlock()
+	first := l.first.Load()
+	var out []Era
+	for i, e := range l.eras {
+		if i+1 < len(l.eras) && l.eras[i+1].First <= first {
+			continue // wholly truncated away
 		}
-		aside = base + "-" + strconv.Itoa(i)
+		out = append(out, e)
 	}
-	if err := os.Rename(clean, aside); err != nil {
-		return "", fmt.Errorf("move wal directory aside: %w", err)
-	}
-	if err := os.Mkdir(clean, dirPerm); err != nil {
-		return "", fmt.Errorf("create wal directory: %w", err)
-	}
-	return aside, syncDir(filepath.Dir(clean))
+	return out
 }
 
-// noteRepair logs and counts a repair: one line, warn for a torn tail (what
-// a crash leaves), error for damage before it (data loss a crash does not
-// explain).
-func (l *Log) noteRepair(st dirState) {
-	if st.finished {
-		l.log.Info("finished an interrupted wal truncation", "dir", l.dir)
-	}
-	r := st.report
-	if !r.Cut() {
-		return
-	}
-	l.repairs.Add(1)
-	l.m.repaired(r)
-	counts := "exact"
-	if !r.Exact {
-		counts = "at least"
-	}
-	args := []any{
-		"dir", l.dir, "segment", r.Segment, "offset", r.Offset, "index", r.Index, "reason", r.Err,
-		"dropped_frames", r.DroppedFrames, "dropped_records", r.DroppedRecords, "counts", counts,
-		"dropped_bytes", r.DroppedBytes, "kept", strings.Join(r.Broken, ","),
-	}
-	if r.TornTail {
-		l.log.Warn("wal tail torn: cut off", append(args,
-			"hint", "expected after a crash or power loss; only frames not yet fsynced can have been lost")...)
-		return
-	}
-	l.log.Error("wal damaged before its tail: frames cut off", append(args,
-		"hint", "a crash does not explain this: check the disk and the kernel log; the kept copies hold the dropped frames")...)
-}
+// Generation is the generation stamped on frames written now.
+func (l *Log) Generation() uint32 { return l.curGen.Load() }
 
-// Repaired reports what Open cut off the log; the zero value if nothing.
+// Repaired reports what Open found wrong and did about it; the zero value
+// if nothing.
 func (l *Log) Repaired() RepairReport { return l.repaired }
 
 // FirstIndex is the first frame still in the log; LastIndex()+1 when the log
 // is empty.
 func (l *Log) FirstIndex() uint64 { return l.first.Load() }
 
-// LastIndex is the last frame written, visible to Replay; 0 for a new log.
+// LastIndex is the last frame written, visible to readers; 0 for a new log.
 func (l *Log) LastIndex() uint64 { return l.last.Load() }
-
-// Append adds a payload of n records (n ≥ 1, payload not empty) to the log.
-// Concurrent appends are written together as one frame. It returns once the
-// frame is fsynced (SyncAlways) or written (otherwise). An error other than
-// ErrClosed or a bad argument means the frame may or may not be in the log
-// after a restart; replaying it is harmless since records carry results.
-func (l *Log) Append(payload []byte, n int) error {
-	if err := checkAppend(payload, n); err != nil {
-		return err
-	}
-	l.mu.Lock()
-	for {
-		if l.closed {
-			l.mu.Unlock()
-			return ErrClosed
-		}
-		if l.failed != nil {
-			err := l.failed
-			l.mu.Unlock()
-			return fmt.Errorf("%w: %w", ErrFailed, err)
-		}
-		b := l.open
-		if b.res == nil || (len(b.buf)-headerSize < l.opts.MaxBatchBytes && b.records+uint64(n) <= maxRecords) {
-			break
-		}
-		l.waiting++
-		l.space.Wait()
-		l.waiting--
-	}
-	b := l.open
-	b.buf = append(b.buf, payload...)
-	b.records += uint64(n)
-	res := b.res
-	if res == nil {
-		res = &result{done: make(chan struct{})}
-		b.res = res
-		select {
-		case l.kick <- struct{}{}:
-		default:
-		}
-	}
-	l.mu.Unlock()
-	<-res.done
-	return res.err
-}
-
-// run is the committer: the one goroutine that writes to tidwall.
-func (l *Log) run() {
-	defer l.wg.Done()
-	var retry *time.Ticker
-	defer func() {
-		if retry != nil {
-			retry.Stop()
-		}
-	}()
-	for {
-		if l.tl == nil {
-			// Failed: appends fail fast until a reopen works.
-			retryC := l.opts.hooks.retryTick
-			if retryC == nil {
-				if retry == nil {
-					retry = time.NewTicker(reopenRetry)
-				}
-				retryC = retry.C
-			}
-			select {
-			case <-l.stop:
-				l.shutdown()
-				return
-			case <-retryC:
-				l.retryReopen()
-			case req := <-l.truncC:
-				req.done <- l.failedErr()
-			case <-l.kick:
-			case <-l.syncErrC:
-			}
-			if l.tl != nil && retry != nil {
-				retry.Stop()
-				retry = nil
-			}
-			continue
-		}
-		select {
-		case <-l.stop:
-			l.shutdown()
-			return
-		case <-l.kick:
-			for l.commit() {
-			}
-		case req := <-l.truncC:
-			req.done <- l.truncateFront(req.index)
-		case err := <-l.syncErrC:
-			l.recoverFrom(err)
-		}
-	}
-}
-
-// commit writes the open batch, if any, as one frame and releases its
-// appenders. It reports whether there was a batch.
-func (l *Log) commit() bool {
-	if l.tl == nil {
-		return false
-	}
-	// Let appenders that are runnable add to the batch before it is taken:
-	// with few cores, the ones just released by the last frame are still
-	// waiting for a CPU, and taking the batch at once writes frames of one
-	// or two records. Measured with 64 appenders on 2 cores (interval
-	// sync): 2.5 → 28 records a frame, 620k → 960k records/s.
-	runtime.Gosched()
-	l.mu.Lock()
-	b := l.open
-	if b.res == nil {
-		l.mu.Unlock()
-		return false
-	}
-	l.open, l.spare = l.spare, nil
-	l.inflight = b.res
-	l.mu.Unlock()
-	l.space.Broadcast()
-
-	err := l.writeFrame(b)
-	res := b.res
-	res.err = err
-	close(res.done)
-	b.reset()
-	l.mu.Lock()
-	l.spare = b
-	l.inflight = nil
-	l.mu.Unlock()
-	if err != nil {
-		l.recoverFrom(err)
-	}
-	return true
-}
-
-// writeFrame writes b as the next frame and syncs it as the mode asks.
-func (l *Log) writeFrame(b *batch) error {
-	payload := len(b.buf) - headerSize
-	frame := b.seal()
-	index := l.last.Load() + 1
-	if h := l.opts.hooks.write; h != nil {
-		if err := h(index); err != nil {
-			return fmt.Errorf("write frame %d: %w", index, err)
-		}
-	}
-	// tidwall/wal starts a new segment file before the write if the tail is
-	// already over SegmentSize (only possible if it was opened that way), and
-	// after it once the tail reaches SegmentSize. Mirroring that rule from
-	// the entry size tells us when a file was created, and so when the
-	// directory needs an fsync, without listing the directory.
-	entry := int64(uvarintLen(len(frame)) + len(frame))
-	cycleBefore := l.tailSize > int64(l.opts.SegmentSize)
-	l.tb.Clear()
-	l.tb.Write(index, frame)
-	if err := l.tl.WriteBatch(&l.tb); err != nil {
-		return fmt.Errorf("write frame %d to segment %s: %w", index, l.tailName(), err)
-	}
-	if cycleBefore {
-		l.newSegment(index)
-	}
-	l.tailSize += entry
-	if l.tailSize >= int64(l.opts.SegmentSize) {
-		l.newSegment(index + 1)
-	}
-	// Published after the segment table, so a syncer that reads last first
-	// and then the tail's name never misses the segment holding last.
-	l.last.Store(index)
-	l.diskBytes.Add(entry)
-	l.frames.Add(1)
-	l.records.Add(b.records)
-	l.payloadBytes.Add(uint64(payload))
-	l.writtenBytes.Add(uint64(entry))
-	l.m.wrote(b.records, int(entry))
-	if l.opts.Sync.kind == syncAlways {
-		if err := l.syncNow(); err != nil {
-			return fmt.Errorf("sync frame %d: %w", index, err)
-		}
-	}
-	return nil
-}
-
-// newSegment records that tidwall created the segment file starting at first.
-func (l *Log) newSegment(first uint64) {
-	l.segMu.Lock()
-	l.segs[len(l.segs)-1].size = l.tailSize
-	l.segs = append(l.segs, segInfo{first: first})
-	l.dirGen++
-	l.segMu.Unlock()
-	l.tailSize = 0
-}
-
-func (l *Log) tailName() string {
-	l.segMu.Lock()
-	defer l.segMu.Unlock()
-	return l.segs[len(l.segs)-1].name()
-}
-
-// recoverFrom handles a failed write or fsync: tidwall's memory no longer
-// matches the disk, so the log is closed, repaired and reopened.
-func (l *Log) recoverFrom(cause error) {
-	l.logMu.Lock()
-	defer l.logMu.Unlock()
-	if l.tl != nil {
-		// Its error says nothing new: the log is being thrown away. When its
-		// final fsync fails, tidwall keeps the file open; that descriptor
-		// leaks, once per failure.
-		_ = l.tl.Close()
-		l.tl = nil
-	}
-	l.reopenAfter(cause)
-}
-
-// reopenAfter reopens the log after cause broke it, or marks it failed.
-// l.logMu must be held and l.tl closed.
-func (l *Log) reopenAfter(cause error) {
-	l.log.Error("wal failed: reopening the log", "dir", l.dir, "err", cause,
-		"hint", "check free space on the wal's disk and the kernel log for I/O errors")
-	if err := l.reopen(); err != nil {
-		l.setFailed(err)
-	}
-}
-
-// setFailed makes appends fail fast until retryReopen succeeds.
-func (l *Log) setFailed(err error) {
-	l.m.setFailed(true)
-	l.mu.Lock()
-	l.failed = err
-	res := l.open.res
-	l.open.reset()
-	l.mu.Unlock()
-	l.space.Broadcast()
-	if res != nil {
-		res.err = fmt.Errorf("%w: %w", ErrFailed, err)
-		close(res.done)
-	}
-	l.log.Error("wal cannot be reopened: appends fail until it can", "dir", l.dir, "err", err,
-		"retry_in", reopenRetry,
-		"hint", "check that the disk is not full, that the wal directory exists and is writable by this user, and the kernel log for I/O errors")
-}
-
-func (l *Log) retryReopen() {
-	l.logMu.Lock()
-	err := l.reopen()
-	l.logMu.Unlock()
-	if err != nil {
-		l.log.Error("wal still cannot be reopened", "dir", l.dir, "err", err, "retry_in", reopenRetry,
-			"hint", "check that the disk is not full, that the wal directory exists and is writable by this user, and the kernel log for I/O errors")
-		l.mu.Lock()
-		l.failed = err
-		l.mu.Unlock()
-		return
-	}
-	l.m.setFailed(false)
-	l.mu.Lock()
-	l.failed = nil
-	l.mu.Unlock()
-	l.log.Info("wal reopened: appends resume", "dir", l.dir, "last_index", l.last.Load())
-}
-
-func (l *Log) failedErr() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.failed == nil {
-		return ErrFailed
-	}
-	return fmt.Errorf("%w: %w", ErrFailed, l.failed)
-}
-
-// shutdown runs in the committer when Close is called: flush what was
-// appended, fsync, close tidwall.
-func (l *Log) shutdown() {
-	for l.commit() {
-	}
-	// Only a log that failed can still hold a batch here.
-	l.mu.Lock()
-	res := l.open.res
-	l.open.reset()
-	l.mu.Unlock()
-	if res != nil {
-		res.err = ErrClosed
-		close(res.done)
-	}
-	if l.tl == nil {
-		return
-	}
-	var err error
-	if l.opts.Sync.kind != syncNever {
-		err = l.syncNow()
-	}
-	l.logMu.Lock()
-	// tidwall's Close fsyncs the tail in every mode, SyncNever included;
-	// there is no way around it but leaking its descriptor. In the other
-	// modes syncNow has left it nothing to flush.
-	if cerr := l.tl.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("close wal: %w", cerr)
-	}
-	l.tl = nil
-	l.logMu.Unlock()
-	l.closeErr = err
-}
-
-// Close stops accepting appends, writes and (unless the mode is SyncNever)
-// fsyncs everything appended before it, and stops the log's goroutines.
-// Appends blocked by backpressure get ErrClosed. Calling it again returns
-// the first call's result.
-func (l *Log) Close() error {
-	l.closeOnce.Do(func() {
-		l.mu.Lock()
-		l.closed = true
-		l.mu.Unlock()
-		l.space.Broadcast()
-		close(l.stop)
-		l.wg.Wait()
-		l.sy.close()
-		l.m.unregister()
-	})
-	return l.closeErr
-}
-
-// Sync fsyncs everything appended so far, waiting for the batches being
-// written first. It works in every mode, SyncNever included.
-func (l *Log) Sync() error {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return ErrClosed
-	}
-	if l.failed != nil {
-		err := l.failed
-		l.mu.Unlock()
-		return fmt.Errorf("%w: %w", ErrFailed, err)
-	}
-	pending, inflight := l.open.res, l.inflight
-	l.mu.Unlock()
-	// Their own failures went to their appenders; what is written is synced.
-	if inflight != nil {
-		<-inflight.done
-	}
-	if pending != nil {
-		<-pending.done
-	}
-	if err := l.syncNow(); err != nil {
-		if !errors.Is(err, ErrClosed) {
-			l.syncFailed(err)
-		}
-		return err
-	}
-	return nil
-}
-
-// syncFailed hands an fsync failure to the committer, which reopens the log:
-// after a failed fsync the kernel may have dropped the dirty pages, so what
-// the file holds is unknown.
-func (l *Log) syncFailed(err error) {
-	select {
-	case l.syncErrC <- err:
-	default:
-	}
-}
-
-// runSyncer fsyncs on the interval. It runs beside the committer and fsyncs
-// through its own descriptor, so frames keep being written during an fsync
-// and appenders wait only for write(2). Syncing from the committer instead
-// would hold every appender for the whole fsync once per interval: harmless
-// where an fsync takes 250µs (this project's ext4 test VM, where write(2)
-// during a concurrent fsync stayed at 25µs p99, and where both designs
-// benchmarked alike even at a 10ms interval, within the VM's noise), but
-// tens of milliseconds of stalled answers on a busy or networked disk.
-func (l *Log) runSyncer(tick <-chan time.Time, ticker *time.Ticker) {
-	defer l.wg.Done()
-	if ticker != nil {
-		defer ticker.Stop()
-	}
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-tick:
-			l.mu.Lock()
-			failed := l.failed != nil
-			l.mu.Unlock()
-			if !failed {
-				if err := l.syncNow(); err != nil && !errors.Is(err, ErrClosed) {
-					l.syncFailed(err)
-				}
-			}
-			if d := l.opts.hooks.syncDone; d != nil {
-				d <- struct{}{}
-			}
-		}
-	}
-}
-
-// TruncateFront drops the segments whose frames all come before index; the
-// caller passes the index its newest snapshot started from, and only once
-// that snapshot is durable: until then the dropped frames exist nowhere else.
-//
-// Only whole segments go: tidwall/wal's own TruncateFront would rewrite the
-// segment holding index from that frame on, through a temporary file and an
-// fsync, up to SegmentSize bytes of I/O while appends wait, to save disk
-// space the next truncation frees anyway. The frames kept before index are
-// replayed again after a restart, which records that carry results make
-// harmless. So FirstIndex afterwards is the first index of the segment
-// holding index, and the tail segment always stays. An index beyond
-// LastIndex()+1 drops every segment but the tail.
-func (l *Log) TruncateFront(index uint64) error {
-	req := truncReq{index: index, done: make(chan error, 1)}
-	l.mu.Lock()
-	closed := l.closed
-	l.mu.Unlock()
-	if closed {
-		return ErrClosed
-	}
-	select {
-	case l.truncC <- req:
-		return <-req.done
-	case <-l.stop:
-		return ErrClosed
-	}
-}
-
-// truncateFront runs in the committer. tidwall has no call that removes
-// segment files without copying, so the log is closed, the files removed
-// oldest first (a crash halfway leaves a log that still opens, with a later
-// first index) and the directory fsynced, then reopened: that costs reading
-// the tail segment back, from the page cache.
-func (l *Log) truncateFront(index uint64) error {
-	l.segMu.Lock()
-	k := 0
-	for i, s := range l.segs {
-		if s.first <= index {
-			k = i
-		}
-	}
-	drop := append([]segInfo(nil), l.segs[:k]...)
-	keep := l.segs[k]
-	l.segMu.Unlock()
-	if k == 0 {
-		return nil
-	}
-
-	l.logMu.Lock()
-	defer l.logMu.Unlock()
-	err := l.tl.Close()
-	l.tl = nil
-	if err != nil {
-		err = fmt.Errorf("close wal: %w", err)
-	}
-	var freed int64
-	for _, s := range drop {
-		if err != nil {
-			break
-		}
-		if rerr := os.Remove(filepath.Join(l.dir, s.name())); rerr != nil {
-			err = fmt.Errorf("remove segment %s: %w", s.name(), rerr)
-			break
-		}
-		freed += s.size
-		l.segMu.Lock()
-		l.segs = l.segs[1:]
-		l.segMu.Unlock()
-		l.first.Store(l.segs[0].first)
-	}
-	l.diskBytes.Add(-freed)
-	if err == nil {
-		err = syncDir(l.dir)
-	}
-	if err == nil {
-		err = l.openTidwall(dirState{segs: l.copySegs(), first: keep.first, last: l.last.Load()})
-	}
-	if err != nil {
-		err = fmt.Errorf("truncate wal before frame %d: %w", keep.first, err)
-		// The directory is somewhere between the two states: rescan it.
-		l.reopenAfter(err)
-		return err
-	}
-	l.log.Info("wal front truncated", "dir", l.dir, "requested_index", index, "first_index", keep.first,
-		"segments_removed", len(drop), "bytes_freed", freed)
-	return nil
-}
-
-// copySegs returns the segment table with the tail's size filled in.
-func (l *Log) copySegs() []segInfo {
-	l.segMu.Lock()
-	defer l.segMu.Unlock()
-	segs := append([]segInfo(nil), l.segs...)
-	segs[len(segs)-1].size = l.tailSize
-	return segs
-}
-
-// Replay calls fn for each frame from index from to LastIndex() (as it was
-// when Replay started), in order, with its payload, valid only during the
-// call, and its record count. It verifies every frame and returns a
-// *CorruptionError if one fails. It returns an error wrapping ErrGap if from
-// is before FirstIndex(): the frames in between are gone. from beyond
-// LastIndex() replays nothing, and from 0 means 1. An error from fn stops
-// the replay and is returned wrapped. Replay may run at any time,
-// concurrently with Append; concurrent Replays take turns per frame.
-func (l *Log) Replay(from uint64, fn func(index uint64, payload []byte, n int) error) error {
-	from = max(from, 1)
-	last := l.last.Load()
-	first := l.first.Load()
-	l.mu.Lock()
-	closed := l.closed
-	l.mu.Unlock()
-	if closed {
-		return ErrClosed
-	}
-	if from < first {
-		return fmt.Errorf("%w: replay from frame %d, but the log starts at frame %d: frames %d to %d are not in it",
-			ErrGap, from, first, from, first-1)
-	}
-	for index := from; index <= last; index++ {
-		data, err := l.read(index)
-		if err != nil {
-			return err
-		}
-		payload, n, err := DecodeFrame(data)
-		if err != nil {
-			return l.corruption(index, err)
-		}
-		if err := fn(index, payload, n); err != nil {
-			return fmt.Errorf("replay frame %d: %w", index, err)
-		}
-	}
-	return nil
-}
-
-// read returns frame index from tidwall without copying it.
-func (l *Log) read(index uint64) (data []byte, err error) {
-	l.logMu.Lock()
-	defer l.logMu.Unlock()
-	if l.tl == nil {
-		l.mu.Lock()
-		closed := l.closed
-		l.mu.Unlock()
-		if closed {
-			return nil, ErrClosed
-		}
-		return nil, l.failedErr()
-	}
-	defer func() {
-		// tidwall indexes its table of a non-tail segment's entries without
-		// a bounds check, so a segment file that lost whole entries after
-		// Open makes Read panic. That is corruption, reported as such.
-		if r := recover(); r != nil {
-			data, err = nil, l.corruption(index, corruptf("segment holds fewer frames than its neighbours' names imply (%v)", r))
-		}
-	}()
-	data, err = l.tl.Read(index)
-	switch {
-	case err == nil:
-		return data, nil
-	case errors.Is(err, tidwall.ErrCorrupt):
-		return nil, l.corruption(index, corruptf("segment framing: %v", err))
-	case errors.Is(err, tidwall.ErrNotFound):
-		return nil, fmt.Errorf("%w: frame %d was truncated away during the replay", ErrGap, index)
-	default:
-		return nil, fmt.Errorf("read frame %d: %w", index, err)
-	}
-}
-
-// corruption locates a bad frame for a CorruptionError. Finding its offset
-// means walking the segment: only done once something is already wrong.
-func (l *Log) corruption(index uint64, err error) error {
-	l.segMu.Lock()
-	seg := l.segs[0]
-	for _, s := range l.segs {
-		if s.first <= index {
-			seg = s
-		}
-	}
-	l.segMu.Unlock()
-	return &CorruptionError{
-		Segment: seg.name(),
-		Index:   index,
-		Offset:  entryOffset(filepath.Join(l.dir, seg.name()), index-seg.first),
-		Err:     err,
-	}
-}
-
-// entryOffset returns the offset of entry i (from 0) in a segment file, or -1
-// if the file cannot be walked that far.
-func entryOffset(path string, i uint64) int64 {
-	f, err := os.Open(path)
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return -1
-	}
-	r := newEntryReader(f, fi.Size(), bufio.NewReaderSize(nil, 64<<10))
-	for {
-		_, off, err := r.next()
-		if err != nil {
-			return -1
-		}
-		if i == 0 {
-			return off
-		}
-		i--
-	}
-}
 
 // Stats is a snapshot of the log's state and its work since Open.
 type Stats struct {
 	FirstIndex  uint64 // first frame in the log; LastIndex+1 when empty
 	LastIndex   uint64 // last frame written
 	SyncedIndex uint64 // last frame this process knows is fsynced (0: none yet)
+	Generation  uint32 // generation of the frames being written
+	PinnedIndex uint64 // lowest index a Pin holds (0: none); TruncateFront keeps it
 
 	Frames       uint64 // frames written since Open
 	Records      uint64 // records in them
@@ -1079,8 +350,10 @@ type Stats struct {
 	Segments  int   // segment files
 	DiskBytes int64 // bytes in them
 
-	Repairs uint64 // times the log was cut, at Open or after a failed write
-	Failed  bool   // appends fail until the log can be reopened
+	Repairs      uint64 // times the log was cut, skipped damage, or reopened after a failure
+	LostFrames   uint64 // frames known lost since Open: at Open after the start index, or while running
+	SkippedBytes uint64 // bytes of damage skipped by readers since Open
+	Failed       bool   // appends fail until the log can be reopened
 }
 
 // Stats returns the log's counters; cheap enough to call per scrape.
@@ -1095,6 +368,8 @@ func (l *Log) Stats() Stats {
 		FirstIndex:   l.first.Load(),
 		LastIndex:    l.last.Load(),
 		SyncedIndex:  l.syncedIndex.Load(),
+		Generation:   l.curGen.Load(),
+		PinnedIndex:  l.pinned(),
 		Frames:       l.frames.Load(),
 		Records:      l.records.Load(),
 		PayloadBytes: l.payloadBytes.Load(),
@@ -1103,6 +378,33 @@ func (l *Log) Stats() Stats {
 		Segments:     segments,
 		DiskBytes:    l.diskBytes.Load(),
 		Repairs:      l.repairs.Load(),
+		LostFrames:   l.lostFrames.Load(),
+		SkippedBytes: l.skippedBytes.Load(),
 		Failed:       failed,
 	}
+}
+
+// Close stops accepting appends, writes and (unless the mode is SyncNever)
+// fsyncs everything appended before it, and stops the log's goroutines.
+// Appends blocked by backpressure get ErrClosed, and so do readers waiting
+// for frames. Calling it again returns the first call's result.
+func (l *Log) Close() error {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		l.mu.Unlock()
+		l.space.Broadcast()
+		close(l.stop)
+		l.wg.Wait()
+		l.sy.close()
+		l.wakeReaders()
+		l.m.unregister()
+	})
+	return l.closeErr
+}
+
+func (l *Log) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
 }

@@ -2,13 +2,13 @@ package wal
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,10 +24,10 @@ func TestNewLog(t *testing.T) {
 	if l.FirstIndex() != 1 || l.LastIndex() != 0 {
 		t.Fatalf("new log spans %d..%d, want 1..0", l.FirstIndex(), l.LastIndex())
 	}
-	if err := l.Replay(1, func(uint64, []byte, int) error { return errors.New("called") }); err != nil {
+	if err := l.Replay(1, func(fr Frame) error { _ = fr; return errors.New("called") }); err != nil {
 		t.Fatalf("Replay of an empty log: %v", err)
 	}
-	if l.Repaired().Cut() {
+	if l.Repaired().Changed() {
 		t.Fatalf("new log repaired: %+v", l.Repaired())
 	}
 	writeFrames(t, l, 3)
@@ -82,7 +82,8 @@ func TestGroupCommit(t *testing.T) {
 
 	seen := make(map[string]bool)
 	var frames, records int
-	err := l.Replay(1, func(index uint64, payload []byte, n int) error {
+	err := l.Replay(1, func(fr Frame) error {
+		index, payload, n := fr.Index, fr.Payload, fr.Records
 		frames++
 		if len(payload)%groupPayloadLen != 0 {
 			return fmt.Errorf("frame %d: payload of %d bytes is not whole appends", index, len(payload))
@@ -260,7 +261,8 @@ func TestReplayRange(t *testing.T) {
 	replay := func(from uint64) []uint64 {
 		t.Helper()
 		var got []uint64
-		if err := l.Replay(from, func(index uint64, _ []byte, _ int) error {
+		if err := l.Replay(from, func(fr Frame) error {
+			index := fr.Index
 			got = append(got, index)
 			return nil
 		}); err != nil {
@@ -285,7 +287,8 @@ func TestReplayRange(t *testing.T) {
 
 	stop := errors.New("stop here")
 	calls := 0
-	err := l.Replay(1, func(index uint64, _ []byte, _ int) error {
+	err := l.Replay(1, func(fr Frame) error {
+		index := fr.Index
 		calls++
 		if index == 3 {
 			return stop
@@ -314,9 +317,16 @@ func TestTruncateFront(t *testing.T) {
 	}
 	checkFrames(t, l, 5, 10)
 	checkSegmentTable(t, l)
-	err := l.Replay(4, func(uint64, []byte, int) error { return nil })
-	if !errors.Is(err, ErrGap) || !strings.Contains(err.Error(), "frame 4") || !strings.Contains(err.Error(), "frame 5") {
-		t.Fatalf("Replay(4) after truncation = %v, want ErrGap naming frames 4 and 5", err)
+	// A reader asking for a truncated frame is told, then goes on.
+	c := l.NewCursor(4)
+	defer c.Close()
+	_, err := c.Next(context.Background())
+	var gap *GapError
+	if !errors.As(err, &gap) || !errors.Is(err, ErrGap) || gap.First != 4 || gap.Last != 4 {
+		t.Fatalf("Next from 4 after truncation = %v, want a gap of frame 4", err)
+	}
+	if f, err := c.Next(context.Background()); err != nil || f.Index != 5 {
+		t.Fatalf("Next after the gap = %d, %v; want frame 5", f.Index, err)
 	}
 
 	// Appends go on, numbering continues across a reopen.
@@ -356,7 +366,7 @@ func TestTruncateFrontDuringAppends(t *testing.T) {
 	wg.Wait()
 	checkSegmentTable(t, l)
 	n := 0
-	if err := l.Replay(l.FirstIndex(), func(uint64, []byte, int) error { n++; return nil }); err != nil {
+	if err := l.Replay(l.FirstIndex(), func(fr Frame) error { _ = fr; n++; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if want := int(l.LastIndex() - l.FirstIndex() + 1); n != want {
@@ -376,7 +386,8 @@ func TestReplayDuringAppends(t *testing.T) {
 	for range 20 {
 		atLeast := l.LastIndex()
 		next := uint64(1)
-		if err := l.Replay(1, func(index uint64, payload []byte, n int) error {
+		if err := l.Replay(1, func(fr Frame) error {
+			index, payload, n := fr.Index, fr.Payload, fr.Records
 			if index != next || !bytes.Equal(payload, payloadOf(index)) || n != recordsOf(index) {
 				return fmt.Errorf("frame %d (want %d) = %q × %d", index, next, payload, n)
 			}
@@ -393,7 +404,31 @@ func TestReplayDuringAppends(t *testing.T) {
 	checkFrames(t, l, 1, 1000)
 }
 
-func TestReplayCorruptionAfterOpen(t *testing.T) {
+// nextFrames reads a cursor until it has n frames, collecting the gaps it
+// reports on the way.
+func nextFrames(t *testing.T, c *Cursor, n int) (frames []uint64, gaps []GapError) {
+	t.Helper()
+	// A guard, not a wait: the frames are all written before the call.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for len(frames) < n {
+		f, err := c.Next(ctx)
+		var gap *GapError
+		switch {
+		case errors.As(err, &gap):
+			gaps = append(gaps, *gap)
+		case err != nil:
+			t.Fatalf("Next after %v: %v", frames, err)
+		default:
+			frames = append(frames, f.Index)
+		}
+	}
+	return frames, gaps
+}
+
+func TestReadDamageAfterOpen(t *testing.T) {
+	// Damage that appears under an open log costs a reader the frames it
+	// hit, no more: the cursor says which, and reads on.
 	dir := t.TempDir()
 	opts := Options{Sync: SyncNever, SegmentSize: smallSegments}
 	l := openLog(t, dir, opts)
@@ -403,27 +438,24 @@ func TestReplayCorruptionAfterOpen(t *testing.T) {
 	locs := layout(t, dir)
 	flipBit(t, dir, locs[1].seg, locs[1].frameAt()+headerSize, 0x01)
 
-	var got []uint64
-	err := l.Replay(1, func(index uint64, _ []byte, _ int) error {
-		got = append(got, index)
-		return nil
-	})
-	var ce *CorruptionError
-	if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("Replay = %v, want a *CorruptionError wrapping ErrCorrupt", err)
+	c := l.NewCursor(1)
+	defer c.Close()
+	frames, gaps := nextFrames(t, c, 13)
+	if len(gaps) != 1 || gaps[0].First != 2 || gaps[0].Last != 2 || gaps[0].Segment != segmentName(1) || gaps[0].Bytes != locs[2].off-locs[1].off {
+		t.Fatalf("gaps %+v, want frame 2 alone, %d bytes in segment 1", gaps, locs[2].off-locs[1].off)
 	}
-	if ce.Segment != segmentName(1) || ce.Index != 2 || ce.Offset != locs[1].off {
-		t.Fatalf("CorruptionError %+v, want segment %s, index 2, offset %d", ce, segmentName(1), locs[1].off)
+	if want := []uint64{1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}; !slices.Equal(frames, want) {
+		t.Fatalf("frames %v, want %v", frames, want)
 	}
-	if len(got) != 1 {
-		t.Fatalf("frames before the bad one: %v, want [1]", got)
+	n := 0
+	if err := l.Replay(1, func(Frame) error { n++; return nil }); err != nil || n != 13 {
+		t.Fatalf("Replay = %d frames, %v; want 13", n, err)
 	}
 }
 
-func TestReplayShrunkSegmentAfterOpen(t *testing.T) {
-	// A non-tail segment that loses whole entries under an open log makes
-	// tidwall index past its entry table; Replay must report corruption,
-	// not crash.
+func TestReadShrunkSegmentAfterOpen(t *testing.T) {
+	// A segment that loses its last frames under an open log: the reader
+	// learns which frames are gone when it reaches the next segment.
 	dir := t.TempDir()
 	opts := Options{Sync: SyncNever, SegmentSize: smallSegments}
 	l := openLog(t, dir, opts)
@@ -433,10 +465,14 @@ func TestReplayShrunkSegmentAfterOpen(t *testing.T) {
 	locs := layout(t, dir)
 	truncateAt(t, dir, locs[0].seg, locs[2].off)
 
-	err := l.Replay(1, func(uint64, []byte, int) error { return nil })
-	var ce *CorruptionError
-	if !errors.As(err, &ce) || ce.Index != 3 || !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("Replay = %v, want a *CorruptionError at frame 3", err)
+	c := l.NewCursor(1)
+	defer c.Close()
+	frames, gaps := nextFrames(t, c, 12)
+	if len(gaps) != 1 || gaps[0].First != 3 || gaps[0].Last != 4 {
+		t.Fatalf("gaps %+v, want frames 3 and 4", gaps)
+	}
+	if frames[0] != 1 || frames[1] != 2 || frames[2] != 5 || frames[11] != 14 {
+		t.Fatalf("frames %v, want 1, 2, then 5 to 14", frames)
 	}
 }
 
@@ -533,7 +569,7 @@ func TestCloseFlushesWaitingAppends(t *testing.T) {
 
 	l = openLog(t, dir, Options{Sync: SyncNever})
 	records := 0
-	if err := l.Replay(1, func(_ uint64, _ []byte, n int) error { records += n; return nil }); err != nil {
+	if err := l.Replay(1, func(fr Frame) error { n := fr.Records; records += n; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if l.LastIndex() != 2 || records != waiting+1 {
@@ -546,13 +582,14 @@ func TestBackpressure(t *testing.T) {
 	// for it to be taken rather than grow it.
 	release := make(chan struct{})
 	var blocked atomic.Bool
+	var held atomic.Int32
 	l := openLog(t, t.TempDir(), Options{Sync: SyncNever, MaxBatchBytes: 8, hooks: &testHooks{write: func(index uint64) error {
 		if index == 1 {
 			blocked.Store(true)
 			<-release
 		}
 		return nil
-	}}})
+	}, held: func() { held.Add(1) }}})
 	errs := make(chan error, 3)
 	go func() { errs <- l.Append([]byte("frame--1"), 1) }()
 	waitFor(t, "the first frame to be taken", blocked.Load)
@@ -563,11 +600,7 @@ func TestBackpressure(t *testing.T) {
 		return l.open.records == 1
 	})
 	go func() { errs <- l.Append([]byte("frame--3"), 1) }()
-	waitFor(t, "the third append to be held back", func() bool {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.waiting == 1
-	})
+	waitFor(t, "the third append to be held back", func() bool { return held.Load() == 1 })
 	close(release)
 	for range 3 {
 		if err := <-errs; err != nil {
@@ -575,7 +608,8 @@ func TestBackpressure(t *testing.T) {
 		}
 	}
 	var payloads []string
-	if err := l.Replay(1, func(_ uint64, p []byte, _ int) error {
+	if err := l.Replay(1, func(fr Frame) error {
+		p := fr.Payload
 		payloads = append(payloads, string(p))
 		return nil
 	}); err != nil {
@@ -604,7 +638,7 @@ func TestClosedLog(t *testing.T) {
 	if err := l.TruncateFront(2); !errors.Is(err, ErrClosed) {
 		t.Errorf("TruncateFront after Close = %v, want ErrClosed", err)
 	}
-	if err := l.Replay(1, func(uint64, []byte, int) error { return nil }); !errors.Is(err, ErrClosed) {
+	if err := l.Replay(1, func(fr Frame) error { _ = fr; return nil }); !errors.Is(err, ErrClosed) {
 		t.Errorf("Replay after Close = %v, want ErrClosed", err)
 	}
 	if l.LastIndex() != 2 || l.Stats().Frames != 2 {
@@ -644,7 +678,8 @@ func TestCloseDuringAppends(t *testing.T) {
 	wg.Wait()
 	l = openLog(t, dir, Options{Sync: SyncNever})
 	found := 0
-	if err := l.Replay(1, func(_ uint64, p []byte, _ int) error {
+	if err := l.Replay(1, func(fr Frame) error {
+		p := fr.Payload
 		for c := range slicesChunk(p, groupPayloadLen) {
 			if ok[string(c)] {
 				found++
@@ -733,7 +768,8 @@ func TestReopenFailureFailsFast(t *testing.T) {
 	if err := l.Sync(); !errors.Is(err, ErrFailed) {
 		t.Errorf("Sync while failed = %v", err)
 	}
-	if err := l.Replay(1, func(uint64, []byte, int) error { return nil }); !errors.Is(err, ErrFailed) {
+	// What is on disk can still be read.
+	if err := l.Replay(1, func(Frame) error { return nil }); err != nil {
 		t.Errorf("Replay while failed = %v", err)
 	}
 
@@ -788,12 +824,12 @@ func TestMetrics(t *testing.T) {
 	for name, want := range map[string]float64{
 		"greyhold_wal_frames_written_total":   3,
 		"greyhold_wal_records_written_total":  float64(recordsOf(1) + recordsOf(2) + recordsOf(3)),
-		"greyhold_wal_written_bytes_total":    3 * 21,
+		"greyhold_wal_written_bytes_total":    3 * 45,
 		"greyhold_wal_fsync_duration_seconds": 3,
 		"greyhold_wal_frame_records":          3,
 		"greyhold_wal_failed":                 0,
 		"greyhold_wal_last_index":             3,
-		"greyhold_wal_disk_bytes":             3 * 21,
+		"greyhold_wal_disk_bytes":             3 * 45,
 	} {
 		if got := gauge(t, reg, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
@@ -818,7 +854,10 @@ func TestMetrics(t *testing.T) {
 	if got := gauge(t, reg, "greyhold_wal_repairs_total"); got != 1 {
 		t.Errorf("repairs = %v, want 1", got)
 	}
-	if got := gauge(t, reg, "greyhold_wal_repair_dropped_bytes_total"); got != 2 {
-		t.Errorf("dropped bytes = %v, want 2", got)
+	if got := gauge(t, reg, "greyhold_wal_torn_bytes_total"); got != 2 {
+		t.Errorf("torn bytes = %v, want 2", got)
+	}
+	if got := gauge(t, reg, "greyhold_wal_lost_frames_total"); got != 0 {
+		t.Errorf("lost frames = %v, want 0", got)
 	}
 }

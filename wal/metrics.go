@@ -13,15 +13,14 @@ type metrics struct {
 	reg        prometheus.Registerer
 	collectors []prometheus.Collector
 
-	frames         prometheus.Counter
-	records        prometheus.Counter
-	bytes          prometheus.Counter
-	fsync          prometheus.Histogram
-	frameRecords   prometheus.Histogram
-	repairs        prometheus.Counter
-	droppedBytes   prometheus.Counter
-	droppedRecords prometheus.Counter
-	failed         prometheus.Gauge
+	frames       prometheus.Counter
+	records      prometheus.Counter
+	bytes        prometheus.Counter
+	fsync        prometheus.Histogram
+	frameRecords prometheus.Histogram
+	repairs      prometheus.Counter
+	tornBytes    prometheus.Counter
+	failed       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, l *Log) (*metrics, error) {
@@ -57,15 +56,11 @@ func newMetrics(reg prometheus.Registerer, l *Log) (*metrics, error) {
 		}),
 		repairs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "greyhold_wal_repairs_total",
-			Help: "Times the WAL was cut at a torn or corrupt entry.",
+			Help: "Times the WAL was repaired: a torn tail cut, damage skipped, or the log reopened after a failure.",
 		}),
-		droppedBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "greyhold_wal_repair_dropped_bytes_total",
-			Help: "Bytes cut off the WAL by repairs.",
-		}),
-		droppedRecords: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "greyhold_wal_repair_dropped_records_total",
-			Help: "Records cut off the WAL by repairs (a lower bound: torn frames cannot be counted).",
+		tornBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "greyhold_wal_torn_bytes_total",
+			Help: "Bytes of torn tail (an unfinished last write) cut off the WAL at open.",
 		}),
 		failed: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "greyhold_wal_failed",
@@ -74,7 +69,19 @@ func newMetrics(reg prometheus.Registerer, l *Log) (*metrics, error) {
 	}
 	m.collectors = []prometheus.Collector{
 		m.frames, m.records, m.bytes, m.fsync, m.frameRecords,
-		m.repairs, m.droppedBytes, m.droppedRecords, m.failed,
+		m.repairs, m.tornBytes, m.failed,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "greyhold_wal_lost_frames_total",
+			Help: "WAL frames known lost: damaged or missing after the snapshot's start at open, or removed from under the running log. Covered damage is not counted.",
+		}, func() float64 { return float64(l.lostFrames.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "greyhold_wal_skipped_bytes_total",
+			Help: "Bytes of damage skipped when reading the WAL.",
+		}, func() float64 { return float64(l.skippedBytes.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "greyhold_wal_generation",
+			Help: "Generation stamped on the frames being written; it changes at every open and reopen.",
+		}, func() float64 { return float64(l.curGen.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "greyhold_wal_disk_bytes",
 			Help: "Bytes in WAL segment files.",
@@ -124,13 +131,14 @@ func (m *metrics) synced(seconds float64) {
 	}
 }
 
-func (m *metrics) repaired(r RepairReport) {
-	if m == nil {
+func (m *metrics) repaired(r *RepairReport) {
+	if m == nil || !r.Changed() {
 		return
 	}
 	m.repairs.Inc()
-	m.droppedBytes.Add(float64(r.DroppedBytes))
-	m.droppedRecords.Add(float64(r.DroppedRecords))
+	if r.Torn != nil {
+		m.tornBytes.Add(float64(r.Torn.Bytes))
+	}
 }
 
 func (m *metrics) setFailed(failed bool) {

@@ -1,14 +1,13 @@
 package wal
 
 import (
-	"bufio"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/greyhold/greyhold/internal/durable"
 )
 
 // segmentNameLen is tidwall/wal's file name: the first index as %020d.
@@ -48,6 +47,14 @@ func listSegments(dir string) ([]segmentFile, error) {
 	for _, e := range entries {
 		name := e.Name()
 		if e.IsDir() || len(name) < segmentNameLen {
+			continue
+		}
+		if e.Type()&fs.ModeSymlink != 0 {
+			// tidwall would open it and write through it. greyhold never
+			// makes a link here; someone else did.
+			if _, err := strconv.ParseUint(name[:segmentNameLen], 10, 64); err == nil {
+				return nil, fmt.Errorf("wal directory %s: %s is a symbolic link, which greyhold never makes; remove it (and check who could write to this directory)", dir, name)
+			}
 			continue
 		}
 		index, err := strconv.ParseUint(name[:segmentNameLen], 10, 64)
@@ -129,106 +136,12 @@ func finishTruncation(dir string, segs []segmentFile) ([]segmentFile, bool, erro
 			return nil, false, err
 		}
 	}
-	return segs, true, syncDir(dir)
+	return segs, true, durable.SyncDir(dir)
 }
 
-// entryReader walks a segment file with tidwall/wal's binary framing: a
-// uvarint length, then that many bytes. Lengths are checked against the bytes
-// left in the file before anything is allocated.
-type entryReader struct {
-	r    *bufio.Reader
-	size int64 // file size when opened
-	off  int64 // offset of the next entry's length prefix
-	buf  []byte
-}
-
-// errTorn is a framing failure: nothing after it can be located.
-type errTorn struct{ why string }
-
-func (e *errTorn) Error() string { return e.why }
-
-func newEntryReader(f *os.File, size int64, buf *bufio.Reader) *entryReader {
-	buf.Reset(f)
-	return &entryReader{r: buf, size: size}
-}
-
-// next returns the next entry's bytes (valid until the next call) and the
-// offset of its length prefix. It returns io.EOF at a clean end, an *errTorn
-// if the framing breaks, and any other error for I/O failures.
-func (e *entryReader) next() ([]byte, int64, error) {
-	start := e.off
-	left := e.size - e.off
-	if left == 0 {
-		return nil, start, io.EOF
-	}
-	// Collect the prefix bytes, then decode them with binary.Uvarint: the
-	// same call tidwall uses, so the two agree on every odd encoding.
-	var prefix [binary.MaxVarintLen64]byte
-	k := 0
-	for {
-		if int64(k) == left {
-			return nil, start, &errTorn{fmt.Sprintf("length prefix cut off by the end of the file after %d bytes", k)}
-		}
-		b, err := e.r.ReadByte()
-		if err != nil {
-			return nil, start, readErr(err)
-		}
-		prefix[k] = b
-		k++
-		if b < 0x80 {
-			break
-		}
-		if k == len(prefix) {
-			return nil, start, &errTorn{"length prefix longer than 10 bytes"}
-		}
-	}
-	length, n := binary.Uvarint(prefix[:k])
-	if n <= 0 {
-		return nil, start, &errTorn{"length prefix overflows 64 bits"}
-	}
-	left -= int64(k)
-	if length > uint64(left) {
-		return nil, start, &errTorn{fmt.Sprintf("entry of %d bytes runs past the end of the file (%d bytes left)", length, left)}
-	}
-	if uint64(cap(e.buf)) < length {
-		e.buf = make([]byte, length)
-	}
-	data := e.buf[:length]
-	if _, err := io.ReadFull(e.r, data); err != nil {
-		return nil, start, readErr(err)
-	}
-	e.off += int64(k) + int64(length)
-	return data, start, nil
-}
-
-// readErr reports a file that ended before the size it had when opened:
-// something else is changing the directory under us.
-func readErr(err error) error {
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("segment shrank while being read: %w", io.ErrUnexpectedEOF)
-	}
-	return err
-}
-
-// syncDir fsyncs a directory so that file creations, renames and removals in
-// it survive a power failure.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open directory %s for fsync: %w", dir, err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	return nil
-}
-
-// brokenName is where a damaged segment's bytes are kept for inspection.
-// tidwall/wal ignores the name, so the copies never re-enter the log.
+// brokenName is where a damaged segment is kept for inspection: a hard link
+// to the file, so it costs no space and outlives the segment's removal from
+// the log. tidwall/wal ignores the name, so the file never re-enters the log.
 func brokenName(name string) string {
 	return name + ".broken"
 }

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 
@@ -85,78 +83,84 @@ func runInspect(args []string) int {
 	}
 
 	fmt.Println("write-ahead log")
-	if !inspectWAL(filepath.Join(dir, "wal"), bad) {
+	var start uint64
+	for _, info := range infos {
+		if info.Err == nil && info.Header.WALIndex+1 > start {
+			start = info.Header.WALIndex + 1
+		}
+	}
+	if !inspectWAL(filepath.Join(dir, "wal"), start, bad) {
 		ok = false
 	}
 	if !ok {
-		fmt.Println("damage found: a server starting on this directory cuts the log at the first bad frame and falls back from a bad snapshot")
+		fmt.Println("damage found: a server starting on this directory skips the log's damaged frames and falls back from a bad snapshot")
 		return 1
 	}
 	fmt.Println("all verified")
 	return 0
 }
 
-// inspectWAL walks the segment files with tidwall's framing (uvarint
-// length, bytes) and verifies each frame.
-func inspectWAL(dir string, bad func(string, ...any)) bool {
+// inspectWAL reads the log as a starting server would, without repairing
+// anything, and says what it holds and what a start would find wrong.
+// start is the index the newest snapshot starts from (0: none).
+func inspectWAL(dir string, start uint64, bad func(string, ...any)) bool {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		bad("%v", err)
 		return false
 	}
-	var segs []string
+	segs := 0
 	for _, e := range ents {
-		if n := e.Name(); len(n) == 20 && strings.Trim(n, "0123456789") == "" {
-			segs = append(segs, n)
-		} else if strings.HasSuffix(n, ".broken") {
+		switch n := e.Name(); {
+		case len(n) == 20 && strings.Trim(n, "0123456789") == "":
+			segs++
+		case strings.Contains(n, ".broken"), strings.Contains(n, ".torn-"), strings.Contains(n, ".stray-"):
 			fmt.Printf("  %s: kept from an earlier repair; remove it once looked at\n", n)
 		}
 	}
-	sort.Strings(segs)
-	if len(segs) == 0 {
+	if segs == 0 {
 		fmt.Println("  no segments")
 		return true
 	}
 	var frames, records, triplets, clients, rules, unknown int
+	var first, last uint64
 	good := true
-	for _, name := range segs {
-		data, err := os.ReadFile(filepath.Join(dir, name))
+	r, err := wal.Inspect(dir, start, func(f wal.Frame) error {
+		t, c, ru, u, err := engine.RecordSummary(f.Payload)
 		if err != nil {
-			bad("%s: %v", name, err)
-			return false
+			bad("records of frame %d: %v", f.Index, err)
+			good = false
 		}
-		n := 0
-		for off := 0; off < len(data); {
-			size, w := binary.Uvarint(data[off:])
-			if w <= 0 || size > uint64(len(data)-off-w) {
-				bad("%s: entry at offset %d is cut short (%d bytes left)", name, off, len(data)-off)
-				good = false
-				break
-			}
-			frame := data[off+w : off+w+int(size)]
-			payload, nrec, err := wal.DecodeFrame(frame)
-			if err != nil {
-				bad("%s: frame at offset %d: %v", name, off, err)
-				good = false
-				break
-			}
-			t, c, r, u, err := engine.RecordSummary(payload)
-			if err != nil {
-				bad("%s: records of the frame at offset %d: %v", name, off, err)
-				good = false
-			}
-			triplets, clients, rules, unknown = triplets+t, clients+c, rules+r, unknown+u
-			records += nrec
-			n++
-			off += w + int(size)
+		triplets, clients, rules, unknown = triplets+t, clients+c, rules+ru, unknown+u
+		records += f.Records
+		frames++
+		if first == 0 {
+			first = f.Index
 		}
-		frames += n
-		fmt.Printf("  %s  %d frames  %d bytes\n", name, n, len(data))
-		if !good {
-			break
-		}
+		last = f.Index
+		return nil
+	})
+	if err != nil {
+		bad("%v", err)
+		return false
 	}
+	fmt.Printf("  %d segments, frames %d to %d\n", segs, first, last)
 	fmt.Printf("  %d frames, %d records: %d triplet, %d client, %d rule, %d of unknown type\n",
 		frames, records, triplets, clients, rules, unknown)
+	if t := r.Torn; t != nil {
+		bad("%s: torn tail of %d bytes at offset %d (what a crash during a write leaves: a start cuts it)", t.Segment, t.Bytes, t.Offset)
+		good = false
+	}
+	for _, d := range r.Damage {
+		what := "lost"
+		if d.Covered || d.Frames() == 0 {
+			what = "covered by the snapshot"
+		}
+		bad("%s: %d bad bytes at offset %d, frames %d to %d %s", d.Segment, d.Bytes, d.Offset, d.FirstLost, d.LastLost, what)
+		good = false
+	}
+	if len(r.Damage) > 0 {
+		fmt.Printf("  %d frames lost, %d covered by the snapshot\n", r.LostFrames, r.CoveredFrames)
+	}
 	return good
 }

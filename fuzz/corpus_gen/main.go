@@ -120,7 +120,7 @@ func main() {
 	rule, _, _ := e.SetRule(200_000_000, engine.Rule{Kind: engine.RuleClient, Value: "203.0.113.0/24"}, true)
 	batch = append(batch, rule...)
 	n++
-	frame, err := wal.AppendFrame(nil, batch, n)
+	frame, err := wal.AppendFrame(nil, wal.Frame{Index: 1, Gen: 1, KeyID: 1, UnixMilli: 1_764_000_000_000, Payload: batch, Records: n})
 	if err != nil {
 		log.Fatal(err)
 	}

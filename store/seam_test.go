@@ -1,0 +1,179 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/greyhold/greyhold/engine"
+	"github.com/greyhold/greyhold/wal"
+)
+
+// failingLog is a real log whose appends fail while fail is set, as a log
+// on a full or failed disk does, and which says so in its stats.
+type failingLog struct {
+	*wal.Log
+	fail atomic.Bool
+}
+
+var errDiskFull = errors.New("no space left on device")
+
+func (f *failingLog) Append(payload []byte, n int) error {
+	if f.fail.Load() {
+		return fmt.Errorf("%w: %w", wal.ErrFailed, errDiskFull)
+	}
+	return f.Log.Append(payload, n)
+}
+
+func (f *failingLog) Stats() wal.Stats {
+	st := f.Log.Stats()
+	st.Failed = st.Failed || f.fail.Load()
+	return st
+}
+
+// withFailingLog makes o open a failingLog and returns where it will be.
+func withFailingLog(o *Options) **failingLog {
+	var fl *failingLog
+	o.OpenLog = func(dir string, wo wal.Options) (Log, error) {
+		l, err := wal.Open(dir, wo)
+		if err != nil {
+			return nil, err
+		}
+		fl = &failingLog{Log: l}
+		return fl, nil
+	}
+	return &fl
+}
+
+// TestFailingLogFailsOpen: while the log cannot be written, every check
+// still gets its decision, marked not logged, and is counted; once the log
+// heals, checks are logged again.
+func TestFailingLogFailsOpen(t *testing.T) {
+	o := testOptions(engine.NewManualClock(t0))
+	fl := withFailingLog(&o)
+	s := mustOpen(t, t.TempDir(), o)
+	defer s.Close()
+	expect(t, s, t0, historyRequest(1), engine.Defer, engine.ReasonNew)
+	(*fl).fail.Store(true)
+	d, err := s.CheckAt(t0, historyRequest(2))
+	if !errors.Is(err, ErrNotLogged) || !errors.Is(err, errDiskFull) || d.Verdict != engine.Defer {
+		t.Fatalf("check while the log fails = %+v, %v; want a defer marked not logged", d, err)
+	}
+	res := s.CheckBatch(t0, []engine.Request{*historyRequest(3), *historyRequest(4)}, nil)
+	for i, r := range res {
+		if !errors.Is(r.Err, ErrNotLogged) {
+			t.Fatalf("batch answer %d while the log fails: %v", i, r.Err)
+		}
+	}
+	if _, err := s.SetRule(engine.Rule{Kind: engine.RuleClient, Value: "192.0.2.0/24"}, true); !errors.Is(err, ErrNotLogged) {
+		t.Fatalf("rule while the log fails: %v", err)
+	}
+	st := s.Stats()
+	if st.NotLogged != 3 || !st.WAL.Failed {
+		t.Fatalf("not logged %d, failed %v; want 3 and true", st.NotLogged, st.WAL.Failed)
+	}
+	(*fl).fail.Store(false)
+	before := s.Stats().WAL.LastIndex
+	expect(t, s, t0, historyRequest(5), engine.Defer, engine.ReasonNew)
+	if s.Stats().WAL.LastIndex != before+1 || s.Stats().NotLogged != 3 {
+		t.Fatal("the healed log did not take the next check")
+	}
+}
+
+// TestFollowAndHold: a cursor on the store's log sees the checks made
+// while it reads; a pin keeps the frames a snapshot would drop.
+func TestFollowAndHold(t *testing.T) {
+	o := testOptions(engine.NewManualClock(t0))
+	o.WALSegmentSize = 1024
+	s := mustOpen(t, t.TempDir(), o)
+	defer s.Close()
+	pin := s.HoldLog(1)
+	defer pin.Release()
+	c := s.Follow(1)
+	defer c.Close()
+	const checks = 300
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range checks {
+			if _, err := s.CheckAt(t0, historyRequest(i)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	fresh, err := engine.New(o.Engine, []byte("not the store's secret: keys are opaque"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := 0
+	for f := uint64(1); f <= checks; f++ {
+		fr, err := c.Next(ctx)
+		if err != nil || fr.Index != f {
+			t.Fatalf("frame %d: %+v, %v", f, fr, err)
+		}
+		n, err := fresh.Apply(fr.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		records += n
+	}
+	wg.Wait()
+	if records < checks {
+		t.Fatalf("%d records in %d frames", records, checks)
+	}
+	if _, err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if first := s.Stats().WAL.FirstIndex; first != 1 {
+		t.Fatalf("the log starts at %d after a snapshot with frame 1 pinned", first)
+	}
+}
+
+// TestApplyRemote: records from another node change memory, not the log.
+func TestApplyRemote(t *testing.T) {
+	o := testOptions(engine.NewManualClock(t0))
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := mustOpen(t, dirA, o)
+	defer a.Close()
+	// Nodes of one fleet share the secret.
+	copySecret(t, dirA, dirB)
+	b := mustOpen(t, dirB, o)
+	defer b.Close()
+	expect(t, a, t0, historyRequest(1), engine.Defer, engine.ReasonNew)
+	c := a.Follow(1)
+	defer c.Close()
+	fr, err := c.Next(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := b.Stats().WAL.LastIndex
+	if n, err := b.ApplyRemote(fr.Payload); err != nil || n != fr.Records {
+		t.Fatalf("ApplyRemote = %d, %v", n, err)
+	}
+	if b.Stats().WAL.LastIndex != before {
+		t.Fatal("a remote record was logged locally")
+	}
+	// The retry on the other node passes.
+	expect(t, b, t0+300, historyRequest(1), engine.Pass, engine.ReasonPassed)
+}
+
+// copySecret gives dst the secret of src, as an operator joining an MX
+// host to a fleet does.
+func copySecret(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(src, secretName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dst, secretName), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
