@@ -35,10 +35,14 @@ type params struct {
 	delay, retryWindow, maxAge, touch uint64
 	awl                               uint32
 	awlInterval                       uint64
+	epoch                             uint64 // seconds in a merge epoch (see mergeEntry)
 }
 
+// maxEpoch is the longest merge epoch: an hour.
+const maxEpoch = 3600
+
 func newParams(o *Options) params {
-	return params{
+	p := params{
 		delay:       seconds(o.Delay),
 		retryWindow: seconds(o.RetryWindow),
 		maxAge:      seconds(o.MaxAge),
@@ -46,7 +50,12 @@ func newParams(o *Options) params {
 		awl:         uint32(o.AutoWhitelistClients),
 		awlInterval: seconds(o.AutoWhitelistInterval),
 	}
+	p.epoch = max(min(maxEpoch, p.retryWindow, p.maxAge), 1)
+	return p
 }
+
+// epochOf is the merge epoch a birth time falls in.
+func (p *params) epochOf(t Time) uint64 { return uint64(t) / p.epoch }
 
 // deadline is the last second at which e is alive.
 func (p *params) deadline(e entry) uint64 {
@@ -66,23 +75,34 @@ func (p *params) clientExpired(c client, now Time) bool {
 
 // mergeEntry combines two states of one triplet, as a replayed or replicated
 // record meets what the engine holds. Records carry resulting values, and
-// this function is what makes applying them order-free and idempotent:
+// this function is what makes applying them order-free and idempotent: it
+// is the join of a semilattice, so any set of records, applied in any
+// order, any number of times, on any MX host, ends in one state.
 //
-//   - If one state was born after the other had died, the younger wins: the
-//     old generation expired and the triplet started over.
-//   - Otherwise they are the same generation seen at two moments (or on two
-//     MX hosts): the earliest first-seen, passed over pending, the latest
-//     last-seen and the most attempts win.
+// A state belongs to the epoch its first-seen time falls in (epochs are
+// params.epoch seconds: an hour, or the retry window or max age if
+// shorter). The state of the later epoch wins whole; within an epoch the
+// earliest first-seen, passed over pending, the latest last-seen and the
+// most attempts win.
 //
-// merge(a, a) == a, merge(a, b) == merge(b, a), and an older state of a
-// generation never undoes a newer one, so a fuzzy snapshot plus the log
-// after it, or the log applied twice, ends where the engine was.
+// Epochs stand for generations. A triplet is only born again once its old
+// state died: a pending one more than a retry window after it was first
+// seen, a passed one more than a max age after it was last seen, both at
+// least an epoch after the old first-seen time, so the new state is always
+// of a later epoch and replaces the old wherever the two meet. Two hosts
+// that see a first attempt within moments of each other share an epoch
+// unless an epoch boundary falls between them (a chance of the replication
+// lag in an hour); then the later first-seen time wins, at worst deferring
+// the sender once more. Comparing deadlines instead, as "the younger wins
+// if born after the other died", is not associative: three states where
+// the first overlaps the second and the second the third merged to
+// different results in different orders.
 func (p *params) mergeEntry(a, b entry) entry {
-	if uint64(b.first) > p.deadline(a) {
-		return b
-	}
-	if uint64(a.first) > p.deadline(b) {
+	switch ea, eb := p.epochOf(a.first), p.epochOf(b.first); {
+	case ea > eb:
 		return a
+	case eb > ea:
+		return b
 	}
 	first := min(a.first, b.first)
 	switch {
@@ -96,13 +116,15 @@ func (p *params) mergeEntry(a, b entry) entry {
 	return entry{first: first, word: max(a.word, b.word)}
 }
 
-// mergeClient is mergeEntry for client networks.
+// mergeClient is mergeEntry for client networks, whose epoch is that of
+// the time the entry began: a client network's entry is only made again
+// more than a max age after it was last seen.
 func (p *params) mergeClient(a, b client) client {
-	if uint64(b.since) > p.clientDeadline(a) {
-		return b
-	}
-	if uint64(a.since) > p.clientDeadline(b) {
+	switch ea, eb := p.epochOf(a.since), p.epochOf(b.since); {
+	case ea > eb:
 		return a
+	case eb > ea:
+		return b
 	}
 	return client{
 		since:   min(a.since, b.since),

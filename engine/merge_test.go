@@ -3,6 +3,7 @@ package engine
 import (
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // TestMergeProperties checks the algebra replay relies on, over random
@@ -74,4 +75,69 @@ func TestMergeConcurrentPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.expect(t0+301, cl, from, to, Pass, ReasonKnown, 0, 0, 0)
+}
+
+// TestMergeAssociative: merging three states gives one result however the
+// merges are grouped, which is what lets records meet in any order on any
+// host. The states are drawn close together (within a few retry windows
+// and max ages), where generations meet and part.
+func TestMergeAssociative(t *testing.T) {
+	for _, mut := range []func(*Options){func(*Options) {}, func(o *Options) { o.RetryWindow = 30 * time.Minute }} {
+		o := DefaultOptions()
+		mut(&o)
+		p := newParams(&o)
+		r := rand.New(rand.NewPCG(9, 9))
+		span := int(3 * p.retryWindow)
+		rnd := func() entry {
+			first := t0 + Time(r.IntN(span))
+			if r.IntN(3) > 0 {
+				return entry{first: first, word: uint32(r.IntN(5))}
+			}
+			return passedEntry(first, first+Time(r.IntN(int(p.maxAge)*2)))
+		}
+		for range 200000 {
+			a, b, c := rnd(), rnd(), rnd()
+			left := p.mergeEntry(p.mergeEntry(a, b), c)
+			right := p.mergeEntry(a, p.mergeEntry(b, c))
+			if left != right {
+				t.Fatalf("(%+v ⊔ %+v) ⊔ %+v = %+v, but %+v ⊔ (%+v ⊔ %+v) = %+v", a, b, c, left, a, b, c, right)
+			}
+		}
+		rc := func() client {
+			since := t0 + Time(r.IntN(int(3*p.maxAge)))
+			counted := since + Time(r.IntN(int(p.maxAge)))
+			return client{since: since, counted: counted, last: counted + Time(r.IntN(int(p.maxAge))), count: uint32(1 + r.IntN(6))}
+		}
+		for range 200000 {
+			a, b, c := rc(), rc(), rc()
+			if left, right := p.mergeClient(p.mergeClient(a, b), c), p.mergeClient(a, p.mergeClient(b, c)); left != right {
+				t.Fatalf("client merges group differently: %+v, %+v, %+v give %+v and %+v", a, b, c, left, right)
+			}
+		}
+	}
+}
+
+// TestEvictedTwiceAnyOrder: a pending triplet evicted for room and made
+// again twice within its retry window leaves three records whose first
+// and last do not overlap, and the middle one overlaps both. Replay, and
+// hosts receiving them in other orders, must agree on one state.
+func TestEvictedTwiceAnyOrder(t *testing.T) {
+	o := DefaultOptions()
+	p := newParams(&o)
+	w := Time(p.retryWindow)
+	recs := []entry{{first: t0}, {first: t0 + w*3/5}, {first: t0 + w*6/5}}
+	want := p.mergeEntry(p.mergeEntry(recs[0], recs[1]), recs[2])
+	for _, order := range [][]int{{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}} {
+		got := recs[order[0]]
+		for _, i := range order[1:] {
+			got = p.mergeEntry(got, recs[i])
+		}
+		if got != want {
+			t.Fatalf("order %v merges to %+v, order 0 1 2 to %+v", order, got, want)
+		}
+	}
+	// The newest generation is the one that holds.
+	if want.first != recs[2].first {
+		t.Fatalf("merged to first seen %d, want the last record's %d", want.first, recs[2].first)
+	}
 }
