@@ -168,8 +168,7 @@ func (s *Server) readLoop(c net.Conn, proto string, cb *connBuf, limit int, proc
 			}
 			if cb.pending() {
 				s.m.limitHits.WithLabelValues("read_timeout").Inc()
-				s.log.Warn("client too slow: request not complete within the read timeout; closing",
-					"protocol", proto, "peer", peer(c), "timeout", s.cfg.ReadTimeout, "bytes_read", cb.end-cb.start)
+				s.rl.tooSlow.Log("protocol", proto, "peer", peer(c), "timeout", s.cfg.ReadTimeout, "bytes_read", cb.end-cb.start)
 			}
 		case errors.Is(err, errBufferFull):
 			// parse reports the limit itself; this is a backstop.
@@ -243,8 +242,7 @@ func (pc *policyConn) process(start time.Time, atEOF bool) bool {
 		if errors.As(perr, &pe) {
 			s.m.limitHits.WithLabelValues(pe.limit).Inc()
 		}
-		s.log.Warn("policy request broke the protocol; answered DUNNO and closed the connection",
-			"peer", peer(pc.c), "err", perr)
+		s.rl.protocol.Log("peer", peer(pc.c), "err", perr)
 		if !atEOF {
 			pc.out = append(pc.out, "action=DUNNO\n\n"...)
 		}
@@ -272,7 +270,7 @@ func (pc *policyConn) decide() {
 		if s.cfg.TestClock && r.testTime != nil {
 			var err error
 			if t, err = parseTestTime(r.testTime); err != nil {
-				s.log.Warn("bad policy_test_time; using the clock", "peer", peer(pc.c), "err", err)
+				s.rl.badTime.Log("peer", peer(pc.c), "err", err)
 			}
 		}
 		// One batch has one time: a request with another starts the next.

@@ -56,7 +56,7 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 type httpLogger struct{ s *Server }
 
 func (l httpLogger) Printf(format string, args ...any) {
-	l.s.log.Warn("http: " + strings.TrimSpace(fmt.Sprintf(format, args...)))
+	l.s.rl.httpServer.Log("detail", strings.TrimSpace(fmt.Sprintf(format, args...)))
 }
 
 var parsers fastjson.ParserPool
@@ -66,7 +66,7 @@ func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx, metrics fasthttp.RequestHa
 	defer func() {
 		if v := recover(); v != nil {
 			s.m.errors.WithLabelValues("internal").Inc()
-			s.log.Error("http handler panicked; answered 500", "path", string(ctx.Path()), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			s.rl.panicked.Log("path", string(ctx.Path()), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			ctx.ResetBody()
 			jsonError(ctx, fasthttp.StatusInternalServerError, "internal error", "")
 		}
@@ -492,7 +492,7 @@ func (s *Server) httpStats(ctx *fasthttp.RequestCtx) {
 func (s *Server) httpSnapshot(ctx *fasthttp.RequestCtx) {
 	info, err := s.st.Snapshot()
 	if err != nil {
-		s.log.Error("snapshot on request failed", "err", err)
+		s.rl.snapshot.Log("err", err)
 		jsonError(ctx, fasthttp.StatusInternalServerError, "snapshot failed: "+err.Error(), "")
 		return
 	}
@@ -553,7 +553,7 @@ func (s *Server) httpWhitelist(ctx *fasthttp.RequestCtx, method string) {
 		jsonError(ctx, fasthttp.StatusBadRequest, err.Error(), "value")
 		return
 	case err != nil:
-		s.log.Error("whitelist change not logged", "err", err)
+		s.rl.ruleChange.Log("err", err)
 		jsonError(ctx, fasthttp.StatusInternalServerError, err.Error(), "")
 		return
 	}

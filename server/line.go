@@ -85,7 +85,7 @@ func (lc *lineConn) process(start time.Time, atEOF bool) bool {
 	clear(lc.reqs)
 	if tooLong {
 		s.m.limitHits.WithLabelValues(limitLine).Inc()
-		s.log.Warn("line protocol request longer than the line limit; closing", "peer", peer(lc.c), "limit", s.cfg.Limits.LineBytes)
+		s.rl.lineTooLong.Log("peer", peer(lc.c), "limit", s.cfg.Limits.LineBytes)
 		lc.out = append(lc.out, "ERROR line too long\n"...)
 	}
 	ok := s.write(lc.c, &lc.cb, lc.out, start)

@@ -136,6 +136,7 @@ type Server struct {
 	replies *Replies
 	log     *slog.Logger
 	m       *metrics
+	rl      *logLimits
 
 	listeners []net.Listener
 	protos    map[net.Listener]string
@@ -166,6 +167,7 @@ func New(cfg Config) (*Server, error) {
 		s.setWhitelist(cfg.Whitelist)
 	}
 	s.m = newMetrics(s, cfg.Registry)
+	s.rl = newLogLimits(s.log)
 	return s, nil
 }
 
@@ -333,7 +335,7 @@ func (s *Server) serveConns(l net.Listener, proto string, handle func(net.Conn))
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		var lastWarn time.Time
+		acceptFailed := s.rl.new(slog.LevelError, "accept failed; retrying every 50 ms (too many open files: raise the descriptor limit, LimitNOFILE, or lower --max-connections)")
 		for {
 			c, err := l.Accept()
 			if err != nil {
@@ -349,7 +351,7 @@ func (s *Server) serveConns(l net.Listener, proto string, handle func(net.Conn))
 				}
 				// Out of file descriptors and the like: back off a little
 				// rather than spin.
-				s.log.Error("accept failed", "listener", proto, "err", err)
+				acceptFailed.Log("listener", proto, "err", err)
 				time.Sleep(50 * time.Millisecond)
 				continue
 			}
@@ -357,11 +359,7 @@ func (s *Server) serveConns(l net.Listener, proto string, handle func(net.Conn))
 			if n.Load() >= int64(s.cfg.MaxConnections) {
 				refused.Inc()
 				c.Close()
-				if time.Since(lastWarn) > 10*time.Second {
-					lastWarn = time.Now()
-					s.log.Warn("connection limit reached; refusing new connections (raise --max-connections if this is real load)",
-						"listener", proto, "limit", s.cfg.MaxConnections)
-				}
+				s.rl.connLimit.Log("listener", proto, "limit", s.cfg.MaxConnections)
 				continue
 			}
 			n.Add(1)
@@ -443,6 +441,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("%d connections still busy at the shutdown deadline were closed", n))
 		<-done
 	}
+	s.rl.flush()
 	return errors.Join(errs...)
 }
 
@@ -492,23 +491,26 @@ func (s *Server) logDecision(proto string, req *engine.Request, d engine.Decisio
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, "decision", attrs...)
 }
 
-// noteOutcome counts errors and the retry delay of first passes.
+// noteOutcome counts errors and the retry delay of first passes, and logs
+// what an operator must hear of (rate-limited: these repeat with every
+// request while their cause lasts).
 func (s *Server) noteOutcome(proto string, req *engine.Request, d engine.Decision, err error) {
 	if err == nil {
-		if d.Reason == engine.ReasonPassed {
+		switch d.Reason {
+		case engine.ReasonPassed:
 			s.m.retryDelay.Observe(float64(d.Delayed))
+		case engine.ReasonOverflow:
+			s.rl.overflow.Log("protocol", proto)
 		}
 		return
 	}
 	if errors.Is(err, store.ErrNotLogged) {
 		s.m.errors.WithLabelValues("not_logged").Inc()
-		s.log.Error("change could not be logged; answered DUNNO so no mail waits on state that may be lost (check the disk under the data directory)",
-			"protocol", proto, "client_address", req.ClientAddr, "err", err)
+		s.rl.notLogged.Log("protocol", proto, "client_address", req.ClientAddr, "err", err)
 		return
 	}
 	s.m.errors.WithLabelValues("bad_request").Inc()
-	s.log.Warn("request not greylisted: incomplete", "protocol", proto, "client_address", req.ClientAddr,
-		"recipient", req.Recipient, "err", err)
+	s.rl.badRequest.Log("protocol", proto, "client_address", req.ClientAddr, "recipient", req.Recipient, "err", err)
 }
 
 // clientAddr renders a peer for logs.

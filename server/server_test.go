@@ -63,6 +63,13 @@ type testServer struct {
 
 func startServer(t testing.TB, mut func(*Config)) *testServer {
 	t.Helper()
+	return startServerWith(t, nil, mut)
+}
+
+// startServerWith is startServer with the store's options changed by
+// storeMut first.
+func startServerWith(t testing.TB, storeMut func(*store.Options), mut func(*Config)) *testServer {
+	t.Helper()
 	ts := &testServer{t: t, clock: engine.NewManualClock(t0), logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
 	o := store.DefaultOptions()
 	o.Clock = ts.clock
@@ -71,6 +78,9 @@ func startServer(t testing.TB, mut func(*Config)) *testServer {
 	o.SnapshotLogBytes = 0
 	o.NoFinalSnapshot = true
 	o.Registerer = ts.reg
+	if storeMut != nil {
+		storeMut(&o)
+	}
 	st, err := store.Open(t.TempDir(), o)
 	if err != nil {
 		t.Fatal(err)
