@@ -21,19 +21,8 @@ import (
 	"github.com/greyhold/greyhold/whitelist"
 )
 
-// The HTTP API (see README.md for the full reference):
-//
-//	POST   /v1/check             one check: JSON object in, decision out
-//	POST   /v1/check/batch       an array of checks in, an array out
-//	GET    /v1/stats             state, log and snapshot figures
-//	POST   /v1/snapshot          write a snapshot now
-//	GET    /v1/whitelist         rules in force
-//	POST   /v1/whitelist         add a rule {"kind": ..., "value": ...}
-//	DELETE /v1/whitelist         remove one (same body, or ?kind=&value=)
-//	POST   /v1/whitelist/reload  read the whitelist files again
-//	GET    /healthz              200 while the process runs
-//	GET    /readyz               200 once recovery is done, 503 while draining
-//	GET    /metrics              Prometheus exposition format
+// The HTTP API; doc.go lists its endpoints and README.md has the full
+// reference.
 
 func (s *Server) newHTTPServer() *fasthttp.Server {
 	return &fasthttp.Server{

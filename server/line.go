@@ -12,21 +12,7 @@ import (
 )
 
 // The compact line protocol, for callers that are not Postfix (Exim's
-// ${readsocket}, scripts, a provider's front end). One request a line:
-//
-//	CLIENT_IP SENDER RECIPIENT [CLIENT_NAME]
-//
-// fields separated by spaces; the empty sender is written <>, and an
-// address may come in angle brackets. One reply a line, in order:
-//
-//	DEFER <seconds-left> <text>
-//	PASS
-//	PREPEND <header>
-//	ERROR <why>
-//
-// Requests may be pipelined; every complete line in a read is answered in
-// one write. A line over the line limit is answered ERROR and the
-// connection closed; a bad line is answered ERROR and the connection kept.
+// ${readsocket}, scripts, a provider's front end); doc.go describes it.
 
 type lineConn struct {
 	s       *Server

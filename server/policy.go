@@ -9,12 +9,8 @@ import (
 	"strconv"
 )
 
-// The Postfix SMTPD access policy delegation protocol (postfix.org
-// SMTPD_POLICY_README): a request is lines of name=value ended by an empty
-// line; the reply is "action=..." and an empty line. Postfix keeps the
-// connection open and sends the next request after the reply; load tools
-// and some proxies pipeline, so the parser reads every complete request in
-// the buffer and the replies go back in one write.
+// The Postfix SMTPD access policy delegation protocol's parser; doc.go
+// describes the protocol as greyhold speaks it.
 
 // Limits bound what one client can make the server hold or do.
 type Limits struct {

@@ -43,10 +43,32 @@ func ParseDecisionLog(s string) (DecisionLog, error) {
 	return 0, fmt.Errorf("decision log %q: want all, defers or off", s)
 }
 
+// Checker is what a Server uses of the state behind it: decisions, the
+// runtime and static whitelists, snapshots and figures. *store.Store is
+// the one greyhold runs with; a test can stand another in its place (a
+// store whose log fails, say) and see every protocol answer through it.
+type Checker interface {
+	// Now is the time checks without a test time are decided at.
+	Now() engine.Time
+	// CheckAt decides one request; an error wrapping store.ErrNotLogged
+	// means the answer must fail open.
+	CheckAt(now engine.Time, req *engine.Request) (engine.Decision, error)
+	// CheckBatch decides many with one log append, one Result each,
+	// appended to out.
+	CheckBatch(now engine.Time, reqs []engine.Request, out []store.Result) []store.Result
+	SetRule(r engine.Rule, present bool) (changed bool, err error)
+	Rules() []engine.RuleInfo
+	SetStaticWhitelist(w *whitelist.Set)
+	Snapshot() (store.SnapshotInfo, error)
+	Stats() store.Stats
+}
+
+var _ Checker = (*store.Store)(nil)
+
 // Config is everything a Server needs. Zero durations and limits take the
 // documented defaults.
 type Config struct {
-	Store *store.Store
+	Store Checker
 
 	// Listen addresses; "" turns a listener off.
 	PolicyListen string // default 127.0.0.1:10023
@@ -132,7 +154,7 @@ func (c *Config) setDefaults() {
 // compact line protocol and HTTP.
 type Server struct {
 	cfg     Config
-	st      *store.Store
+	st      Checker
 	replies *Replies
 	log     *slog.Logger
 	m       *metrics
@@ -173,7 +195,7 @@ func New(cfg Config) (*Server, error) {
 
 func (s *Server) setWhitelist(w *whitelist.Set) {
 	s.wl.Store(w)
-	s.st.Engine().SetStatic(w)
+	s.st.SetStaticWhitelist(w)
 }
 
 // ReloadWhitelist reads the whitelist files again (SIGHUP and the API call

@@ -17,6 +17,7 @@ import (
 	"github.com/greyhold/greyhold/engine"
 	"github.com/greyhold/greyhold/snapshot"
 	"github.com/greyhold/greyhold/wal"
+	"github.com/greyhold/greyhold/whitelist"
 )
 
 // Options configure a Store. Start from DefaultOptions.
@@ -541,6 +542,11 @@ func (s *Store) SetRule(r engine.Rule, present bool) (changed bool, err error) {
 	}
 	return true, nil
 }
+
+// SetStaticWhitelist puts w in force as the static whitelist (the files
+// an operator keeps), replacing the one before. It is not logged: the
+// files are read again at every start.
+func (s *Store) SetStaticWhitelist(w *whitelist.Set) { s.eng.SetStatic(w) }
 
 // Rules lists the whitelist rules in force.
 func (s *Store) Rules() []engine.RuleInfo { return s.eng.Rules() }
