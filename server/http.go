@@ -461,6 +461,7 @@ func (s *Server) httpStats(ctx *fasthttp.RequestCtx) {
 			"syncs": st.WAL.Syncs, "failed": st.WAL.Failed,
 		},
 		"not_logged":        st.NotLogged,
+		"clock":             map[string]any{"implausible": st.ClockImplausible, "checks_not_greylisted": st.ClockRefused},
 		"snapshot_failures": st.SnapshotFailures,
 		"recovery": map[string]any{
 			"snapshot": st.Recovery.Snapshot, "snapshot_wal_index": st.Recovery.SnapshotIndex,

@@ -45,16 +45,16 @@ func TestScanBatch(t *testing.T) {
 	}{
 		{real, `[{"client_address":"192.0.2.1","sender":"a@b.example","recipient":"c@d.example"}]`,
 			[]engine.Request{{ClientAddr: "192.0.2.1", ClientName: "unknown", Sender: "a@b.example", Recipient: "c@d.example"}}, 0},
-		{clock, " \r\n\t[ {\"time\" : 1700000000 , \"recipient\":\"c@d.example\",\"client_name\":\"mx.example\",\"client_address\":\"2001:db8::1\",\"sender\":\"\"} ,\n" +
-			`{"client_address":"192.0.2.2","recipient":"e@d.example","time":1700000000,"sender":"x@y"}]` + "\n",
+		{clock, " \r\n\t[ {\"time\" : 1800000000 , \"recipient\":\"c@d.example\",\"client_name\":\"mx.example\",\"client_address\":\"2001:db8::1\",\"sender\":\"\"} ,\n" +
+			`{"client_address":"192.0.2.2","recipient":"e@d.example","time":1800000000,"sender":"x@y"}]` + "\n",
 			[]engine.Request{{ClientAddr: "2001:db8::1", ClientName: "mx.example", Recipient: "c@d.example"},
-				{ClientAddr: "192.0.2.2", ClientName: "unknown", Sender: "x@y", Recipient: "e@d.example"}}, 1700000000},
+				{ClientAddr: "192.0.2.2", ClientName: "unknown", Sender: "x@y", Recipient: "e@d.example"}}, 1800000000},
 		// The last of a member given twice, as parseCheck takes it.
 		{real, `[{"client_address":"192.0.2.1","recipient":"c@d.example","recipient":"e@d.example"}]`,
 			[]engine.Request{{ClientAddr: "192.0.2.1", ClientName: "unknown", Recipient: "e@d.example"}}, 0},
 		// Left to fastjson.
-		{real, `[{"client_address":"192.0.2.1","recipient":"c@d.example","time":1700000000}]`, nil, 0},
-		{clock, `[{"client_address":"192.0.2.1","recipient":"c@d.example","time":1700000000},{"client_address":"192.0.2.1","recipient":"c@d.example"}]`, nil, 0},
+		{real, `[{"client_address":"192.0.2.1","recipient":"c@d.example","time":1800000000}]`, nil, 0},
+		{clock, `[{"client_address":"192.0.2.1","recipient":"c@d.example","time":1800000000},{"client_address":"192.0.2.1","recipient":"c@d.example"}]`, nil, 0},
 		{clock, `[{"client_address":"192.0.2.1","recipient":"c@d.example","time":0}]`, nil, 0},
 		{clock, `[{"client_address":"192.0.2.1","recipient":"c@d.example","time":1e9}]`, nil, 0},
 		{real, `[{"client_address":"192.0.2.1","recipient":"c\u0040d.example"}]`, nil, 0},
@@ -78,7 +78,7 @@ func TestScanBatch(t *testing.T) {
 }
 
 func FuzzScanBatch(f *testing.F) {
-	f.Add([]byte(`[{"client_address":"192.0.2.1","client_name":"mx.example","sender":"a@b.example","recipient":"c@d.example","time":1700000000}]`), true)
+	f.Add([]byte(`[{"client_address":"192.0.2.1","client_name":"mx.example","sender":"a@b.example","recipient":"c@d.example","time":1800000000}]`), true)
 	f.Add([]byte(" [ {\"recipient\" : \"c@d.example\" , \"client_address\":\"2001:db8::1\",\"sender\":\"\"} ,\n{\"client_address\":\"x\",\"recipient\":\"y\"}]\n"), false)
 	f.Add([]byte(`[{"client_address":"192.0.2.1","recipient":"c\"d","time":01}]`), true)
 	f.Fuzz(func(t *testing.T, body []byte, testClock bool) {

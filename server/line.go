@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"math/bits"
 	"net"
 	"strconv"
@@ -317,7 +318,7 @@ func errorWhy(err error) string {
 	switch {
 	case err == nil:
 		return ""
-	case isBadRequest(err):
+	case isBadRequest(err), errors.Is(err, store.ErrClock):
 		return err.Error()
 	}
 	return "internal error, not greylisted"

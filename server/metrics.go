@@ -43,7 +43,7 @@ func newMetrics(s *Server, reg *prometheus.Registry) *metrics {
 		}, []string{"limit"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "greyhold_errors_total",
-			Help: "Requests answered without greylisting: bad_request (no client address or recipient), not_logged (the log failed: fail open), internal.",
+			Help: "Requests answered without greylisting: bad_request (no client address or recipient), not_logged (the log failed: fail open), clock (the clock is implausible: fail open), internal.",
 		}, []string{"kind"}),
 		retryDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "greyhold_retry_delay_seconds",
@@ -58,7 +58,7 @@ func newMetrics(s *Server, reg *prometheus.Registry) *metrics {
 	for _, l := range []string{limitRequest, limitLine, limitAttributes, limitMalformed, "incomplete", "connections", "read_timeout"} {
 		m.limitHits.WithLabelValues(l)
 	}
-	for _, k := range []string{"bad_request", "not_logged", "internal"} {
+	for _, k := range []string{"bad_request", "not_logged", "clock", "internal"} {
 		m.errors.WithLabelValues(k)
 	}
 	dur := &latencies{
@@ -92,11 +92,12 @@ var (
 	descNotLogged  = prometheus.NewDesc("greyhold_not_logged_total", "Checks whose change the log could not take (answered DUNNO).", nil, nil)
 	descUnknownRec = prometheus.NewDesc("greyhold_unknown_records_total", "Log records of types this version does not know, skipped.", nil, nil)
 	descReady      = prometheus.NewDesc("greyhold_ready", "1 once recovery is done and listeners are up, 0 while draining.", nil, nil)
+	descClockBad   = prometheus.NewDesc("greyhold_clock_implausible", "1 while the clock reads a time greyhold cannot be running at (before 2025, or past 2087): checks fail open and nothing is recorded.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDecisions, descEntries, descClients, descRules, descEvicted, descExpired,
-		descSnapAge, descSnapDur, descSnapBytes, descSnapFail, descNotLogged, descUnknownRec, descReady} {
+		descSnapAge, descSnapDur, descSnapBytes, descSnapFail, descNotLogged, descUnknownRec, descReady, descClockBad} {
 		ch <- d
 	}
 }
@@ -136,4 +137,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ready = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)
+	clockBad := 0.0
+	if st.ClockImplausible {
+		clockBad = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descClockBad, prometheus.GaugeValue, clockBad)
 }

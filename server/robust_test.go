@@ -194,8 +194,8 @@ func TestHTTPErrorFields(t *testing.T) {
 		t.Errorf("not an object: %+v", e)
 	}
 
-	body := `[{"client_address":"192.0.2.1","time":1700000000},` +
-		`{"client_address":"192.0.2.2","recipient":"r@example.test","time":1700000000}]`
+	body := `[{"client_address":"192.0.2.1","time":1800000000},` +
+		`{"client_address":"192.0.2.2","recipient":"r@example.test","time":1800000000}]`
 	code, got := ts.http("POST", "/v1/check/batch", body, "")
 	var answers []map[string]any
 	if code != 200 || json.Unmarshal([]byte(got), &answers) != nil || len(answers) != 2 {

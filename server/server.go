@@ -51,7 +51,7 @@ type Checker interface {
 	// Now is the time checks without a test time are decided at.
 	Now() engine.Time
 	// CheckAt decides one request; an error wrapping store.ErrNotLogged
-	// means the answer must fail open.
+	// or store.ErrClock means the answer must fail open.
 	CheckAt(now engine.Time, req *engine.Request) (engine.Decision, error)
 	// CheckBatch decides many with one log append, one Result each,
 	// appended to out.
@@ -524,6 +524,11 @@ func (s *Server) noteOutcome(proto string, req *engine.Request, d engine.Decisio
 		case engine.ReasonOverflow:
 			s.rl.overflow.Log("protocol", proto)
 		}
+		return
+	}
+	if errors.Is(err, store.ErrClock) {
+		// The store logs the clock turning implausible, once.
+		s.m.errors.WithLabelValues("clock").Inc()
 		return
 	}
 	if errors.Is(err, store.ErrNotLogged) {

@@ -78,6 +78,7 @@ func startServerWith(t testing.TB, storeMut func(*store.Options), mut func(*Conf
 	o.SnapshotLogBytes = 0
 	o.NoFinalSnapshot = true
 	o.Registerer = ts.reg
+	o.Logger = slog.New(slog.NewTextHandler(ts.logs, nil))
 	if storeMut != nil {
 		storeMut(&o)
 	}

@@ -131,6 +131,9 @@ type Store struct {
 	notLogged  atomic.Uint64
 	recovery   Recovery
 
+	clockBad     atomic.Bool   // the last check's time was implausible (clock.go)
+	clockRefused atomic.Uint64 // checks refused for an implausible time
+
 	stop    context.CancelFunc
 	done    sync.WaitGroup
 	closeMu sync.Mutex
@@ -421,7 +424,10 @@ func (s *Store) background(ctx context.Context) {
 				s.opts.lossSnapshot(info, err)
 			}
 		case <-expire.C:
-			if n := s.eng.Expire(s.clock.Now()); n > 0 {
+			// A wrong clock far ahead would expire everything.
+			if now := s.clock.Now(); !Plausible(now) {
+				continue
+			} else if n := s.eng.Expire(now); n > 0 {
 				s.log.Debug("expired entries", "count", n)
 			}
 		case <-check.C:
@@ -485,6 +491,9 @@ func (s *Store) CheckAt(now engine.Time, req *engine.Request) (engine.Decision, 
 // checkAt is CheckAt with the caller's Changes, so a crash test can see the
 // records it had acknowledged.
 func (s *Store) checkAt(now engine.Time, req *engine.Request, ch *engine.Changes) (engine.Decision, error) {
+	if err := s.checkClock(now, 1); err != nil {
+		return engine.Decision{}, err
+	}
 	d, err := s.eng.Check(now, req, ch)
 	if err != nil {
 		return d, err
@@ -511,6 +520,12 @@ func (s *Store) CheckBatch(now engine.Time, reqs []engine.Request, out []Result)
 	base := len(out)
 	out = slices.Grow(out, len(reqs))[:base+len(reqs)]
 	res := out[base:]
+	if err := s.checkClock(now, len(reqs)); err != nil {
+		for i := range res {
+			res[i] = Result{Err: err}
+		}
+		return out
+	}
 	bp := batchBufs.Get().(*[]byte)
 	buf, n := s.eng.CheckBatch(now, reqs, res, (*bp)[:0])
 	if n > 0 {
@@ -532,7 +547,11 @@ func (s *Store) CheckBatch(now engine.Time, reqs []engine.Request, out []Result)
 // SetRule adds (present) or removes a whitelist rule, logged before it
 // returns. changed is false when the rule already was in that state.
 func (s *Store) SetRule(r engine.Rule, present bool) (changed bool, err error) {
-	rec, changed, err := s.eng.SetRule(s.clock.Now(), r, present)
+	now := s.clock.Now()
+	if err := s.checkClock(now, 1); err != nil {
+		return false, err
+	}
+	rec, changed, err := s.eng.SetRule(now, r, present)
 	if err != nil || !changed {
 		return changed, err
 	}
@@ -559,6 +578,10 @@ type Stats struct {
 	SnapshotFailures uint64
 	NotLogged        uint64
 	Recovery         Recovery
+	// ClockImplausible is set while checks are refused for an implausible
+	// time (ErrClock); ClockRefused counts them.
+	ClockImplausible bool
+	ClockRefused     uint64
 }
 
 // Stats returns a fresh Stats.
@@ -570,6 +593,8 @@ func (s *Store) Stats() Stats {
 		SnapshotFailures: s.snapFailed.Load(),
 		NotLogged:        s.notLogged.Load(),
 		Recovery:         s.recovery,
+		ClockImplausible: s.clockBad.Load(),
+		ClockRefused:     s.clockRefused.Load(),
 	}
 }
 
