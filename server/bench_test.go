@@ -118,7 +118,7 @@ func BenchmarkHTTPBatch(b *testing.B) {
 		ctx.Response.Reset()
 		ctx.Request.Header.SetMethod("POST")
 		ctx.Request.SetBody(body)
-		ts.srv.httpBatch(&ctx)
+		ts.srv.httpBatch(&ctx, body)
 		if ctx.Response.StatusCode() != fasthttp.StatusOK {
 			b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
 		}

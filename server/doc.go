@@ -83,5 +83,11 @@
 // and 500. With Config.AdminToken set, every request that is not a GET
 // needs "Authorization: Bearer <token>" (checks too: a check changes
 // state), and /debug/pprof/ even to read; without it the API only binds
-// loopback.
+// loopback. Bodies are read by the handlers and only for requests whose
+// headers pass (httpbody.go): 401 for a missing or wrong token and 413
+// for a Content-Length over Config.HTTPMaxBody come before the body is
+// read, 413 for a chunked body once it passes the limit, 503 with
+// Retry-After when the bodies held at once would pass
+// Config.HTTPBodyBudget, 408 for a body not complete within the read
+// timeout, and 431 for headers too large.
 package server

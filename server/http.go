@@ -39,6 +39,10 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		ReduceMemoryUsage:  true,
 		Logger:             httpLogger{s},
 		CloseOnShutdown:    true,
+		// Bodies are read by the handlers, within the limits (httpbody.go).
+		StreamRequestBody: true,
+		HeaderReceived:    s.headerReceived,
+		ErrorHandler:      httpError,
 	}
 }
 
@@ -67,10 +71,16 @@ func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx, metrics fasthttp.RequestHa
 		if !s.allow(ctx, method, "POST") {
 			return
 		}
+		var rb requestBody
+		defer rb.release()
+		body, ok := s.readBody(ctx, &rb)
+		if !ok {
+			return
+		}
 		if path == "/v1/check" {
-			s.httpCheck(ctx)
+			s.httpCheck(ctx, body)
 		} else {
-			s.httpBatch(ctx)
+			s.httpBatch(ctx, body)
 		}
 		s.m.httpDur.observe(time.Since(start).Seconds(), 1)
 	case "/v1/stats":
@@ -82,9 +92,19 @@ func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx, metrics fasthttp.RequestHa
 			s.httpSnapshot(ctx)
 		}
 	case "/v1/whitelist":
-		if s.allow(ctx, method, "GET", "POST", "DELETE") {
-			s.httpWhitelist(ctx, method)
+		if !s.allow(ctx, method, "GET", "POST", "DELETE") {
+			return
 		}
+		var body []byte
+		if method != "GET" {
+			var rb requestBody
+			defer rb.release()
+			var ok bool
+			if body, ok = s.readBody(ctx, &rb); !ok {
+				return
+			}
+		}
+		s.httpWhitelist(ctx, method, body)
 	case "/v1/whitelist/reload":
 		if s.allow(ctx, method, "POST") {
 			s.httpReload(ctx)
@@ -125,17 +145,22 @@ func (s *Server) allow(ctx *fasthttp.RequestCtx, method string, allowed ...strin
 // authorized checks the bearer token when one is configured, answering
 // 401 when it is missing or wrong.
 func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
-	if s.cfg.AdminToken == "" {
-		return true
-	}
-	auth := ctx.Request.Header.Peek("Authorization")
-	token, found := bytes.CutPrefix(auth, []byte("Bearer "))
-	if !found || subtle.ConstantTimeCompare(token, []byte(s.cfg.AdminToken)) != 1 {
+	if !s.tokenOK(ctx.Request.Header.Peek("Authorization")) {
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="greyhold"`)
 		jsonError(ctx, fasthttp.StatusUnauthorized, "this endpoint needs Authorization: Bearer <admin token>", "")
 		return false
 	}
 	return true
+}
+
+// tokenOK checks an Authorization header against the admin token; true
+// when there is none.
+func (s *Server) tokenOK(auth []byte) bool {
+	if s.cfg.AdminToken == "" {
+		return true
+	}
+	token, found := bytes.CutPrefix(auth, []byte("Bearer "))
+	return found && subtle.ConstantTimeCompare(token, []byte(s.cfg.AdminToken)) == 1
 }
 
 func jsonError(ctx *fasthttp.RequestCtx, code int, msg, field string) {
@@ -307,9 +332,9 @@ var batches = sync.Pool{New: func() any { return &httpBatch{} }}
 // parseBody parses the request body as JSON with a pooled parser, which
 // the caller returns once done with the values; on bad JSON it answers 400
 // and returns nil.
-func parseBody(ctx *fasthttp.RequestCtx) (*fastjson.Parser, *fastjson.Value) {
+func parseBody(ctx *fasthttp.RequestCtx, body []byte) (*fastjson.Parser, *fastjson.Value) {
 	p := parsers.Get()
-	v, err := p.ParseBytes(ctx.PostBody())
+	v, err := p.ParseBytes(body)
 	if err != nil {
 		parsers.Put(p)
 		jsonError(ctx, fasthttp.StatusBadRequest, "body is not JSON: "+err.Error(), "")
@@ -318,8 +343,8 @@ func parseBody(ctx *fasthttp.RequestCtx) (*fastjson.Parser, *fastjson.Value) {
 	return p, v
 }
 
-func (s *Server) httpCheck(ctx *fasthttp.RequestCtx) {
-	p, v := parseBody(ctx)
+func (s *Server) httpCheck(ctx *fasthttp.RequestCtx, body []byte) {
+	p, v := parseBody(ctx, body)
 	if p == nil {
 		return
 	}
@@ -346,7 +371,7 @@ func (s *Server) httpCheck(ctx *fasthttp.RequestCtx) {
 
 // httpBatch decides an array of checks with one log append. Items that do
 // not parse get an error object in their place; the rest are decided.
-func (s *Server) httpBatch(ctx *fasthttp.RequestCtx) {
+func (s *Server) httpBatch(ctx *fasthttp.RequestCtx, body []byte) {
 	b := batches.Get().(*httpBatch)
 	defer func() {
 		clear(b.reqs)
@@ -357,11 +382,11 @@ func (s *Server) httpBatch(ctx *fasthttp.RequestCtx) {
 	var t int64
 	var ok bool
 	bad := 0
-	if b.reqs, t, ok = s.scanBatch(ctx.PostBody(), b.reqs); ok {
+	if b.reqs, t, ok = s.scanBatch(body, b.reqs); ok {
 		b.errs = slices.Grow(b.errs[:0], len(b.reqs))[:len(b.reqs)]
 		clear(b.errs)
 	} else {
-		p, v := parseBody(ctx)
+		p, v := parseBody(ctx, body)
 		if p == nil {
 			return
 		}
@@ -511,7 +536,7 @@ type ruleJSON struct {
 	Added string `json:"added,omitempty"`
 }
 
-func (s *Server) httpWhitelist(ctx *fasthttp.RequestCtx, method string) {
+func (s *Server) httpWhitelist(ctx *fasthttp.RequestCtx, method string, body []byte) {
 	if method == "GET" {
 		rules := []ruleJSON{}
 		for _, r := range s.st.Rules() {
@@ -521,7 +546,7 @@ func (s *Server) httpWhitelist(ctx *fasthttp.RequestCtx, method string) {
 		return
 	}
 	var in ruleJSON
-	if body := ctx.PostBody(); len(bytes.TrimSpace(body)) > 0 {
+	if len(bytes.TrimSpace(body)) > 0 {
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&in); err != nil {

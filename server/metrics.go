@@ -39,7 +39,7 @@ func newMetrics(s *Server, reg *prometheus.Registry) *metrics {
 		}, []string{"protocol"}),
 		limitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "greyhold_limit_hits_total",
-			Help: "Requests or connections cut off by a limit (request_bytes, line_bytes, attributes, connections, read_timeout) or for breaking the protocol (malformed, incomplete).",
+			Help: "Requests or connections cut off by a limit (request_bytes, line_bytes, attributes, connections, read_timeout, http_body_bytes, http_body_budget) or for breaking the protocol (malformed, incomplete).",
 		}, []string{"limit"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "greyhold_errors_total",
@@ -55,7 +55,7 @@ func newMetrics(s *Server, reg *prometheus.Registry) *metrics {
 		m.connsOpen.WithLabelValues(p)
 		m.connsTotal.WithLabelValues(p)
 	}
-	for _, l := range []string{limitRequest, limitLine, limitAttributes, limitMalformed, "incomplete", "connections", "read_timeout"} {
+	for _, l := range []string{limitRequest, limitLine, limitAttributes, limitMalformed, "incomplete", "connections", "read_timeout", limitHTTPBody, limitHTTPBudget} {
 		m.limitHits.WithLabelValues(l)
 	}
 	for _, k := range []string{"bad_request", "not_logged", "clock", "internal"} {
@@ -67,8 +67,12 @@ func newMetrics(s *Server, reg *prometheus.Registry) *metrics {
 		protos: []string{"policy", "line", "http"},
 		hs:     []*latency{m.policyDur, m.lineDur, m.httpDur},
 	}
+	bodies := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "greyhold_http_body_bytes",
+		Help: "Bytes of HTTP request bodies being read or held now, against --http-body-budget.",
+	}, func() float64 { return float64(s.bodies.used.Load()) })
 	if reg != nil {
-		reg.MustRegister(dur, m.connsOpen, m.connsTotal, m.limitHits, m.errors, m.retryDelay, &stateCollector{s: s})
+		reg.MustRegister(dur, m.connsOpen, m.connsTotal, m.limitHits, m.errors, m.retryDelay, bodies, &stateCollector{s: s})
 	}
 	return m
 }

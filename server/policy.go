@@ -64,6 +64,8 @@ const (
 	limitRequest    = "request_bytes"
 	limitAttributes = "attributes"
 	limitMalformed  = "malformed"
+	limitHTTPBody   = "http_body_bytes"
+	limitHTTPBudget = "http_body_budget"
 )
 
 // policyRequest holds the attributes greyhold reads, as slices of the read

@@ -17,7 +17,7 @@ type logLimits struct {
 	notLogged, badRequest, overflow            *ratelog.Limiter
 	protocol, tooSlow, lineTooLong, badTime    *ratelog.Limiter
 	httpServer, panicked, snapshot, ruleChange *ratelog.Limiter
-	connLimit                                  *ratelog.Limiter
+	connLimit, bodyBudget                      *ratelog.Limiter
 
 	mu  sync.Mutex
 	all []*ratelog.Limiter
@@ -36,6 +36,7 @@ func newLogLimits(log *slog.Logger) *logLimits {
 	l.panicked = l.new(slog.LevelError, "http handler panicked; answered 500")
 	l.snapshot = l.new(slog.LevelError, "snapshot on request failed")
 	l.ruleChange = l.new(slog.LevelError, "whitelist change not logged")
+	l.bodyBudget = l.new(slog.LevelWarn, "HTTP request bodies in flight reached their budget; answered 503 (raise --http-body-budget if this is real load)")
 	l.connLimit = l.new(slog.LevelWarn, "connection limit reached; refusing new connections (raise --max-connections if this is real load)")
 	return l
 }

@@ -101,8 +101,13 @@ type Config struct {
 	// wait out a delay. Only on loopback listeners.
 	TestClock bool
 	// HTTPMaxBody caps an HTTP request body (a batch of 1000 checks is
-	// about 150 KiB).
+	// about 150 KiB); a larger one is answered 413.
 	HTTPMaxBody int
+	// HTTPBodyBudget caps the bytes of HTTP request bodies held at once,
+	// over every connection (at least HTTPMaxBody); a request beyond it
+	// is answered 503 with Retry-After. Bodies are read only for requests
+	// whose headers pass the token check.
+	HTTPBodyBudget int64
 	// DrainDelay keeps /readyz answering 503 this long before listeners
 	// close, so load balancers stop sending first.
 	DrainDelay time.Duration
@@ -145,6 +150,10 @@ func (c *Config) setDefaults() {
 	if c.HTTPMaxBody == 0 {
 		c.HTTPMaxBody = 8 << 20
 	}
+	if c.HTTPBodyBudget == 0 {
+		c.HTTPBodyBudget = 64 << 20
+	}
+	c.HTTPBodyBudget = max(c.HTTPBodyBudget, int64(c.HTTPMaxBody))
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -159,6 +168,7 @@ type Server struct {
 	log     *slog.Logger
 	m       *metrics
 	rl      *logLimits
+	bodies  bodyBudget
 
 	listeners []net.Listener
 	protos    map[net.Listener]string
@@ -190,6 +200,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.m = newMetrics(s, cfg.Registry)
 	s.rl = newLogLimits(s.log)
+	s.bodies.max = cfg.HTTPBodyBudget
 	return s, nil
 }
 

@@ -51,6 +51,7 @@ type serveConfig struct {
 	maxConnections                          int
 	idleTimeout, readTimeout, writeTimeout  time.Duration
 	maxRequestBytes, maxLineBytes, maxAttrs int64
+	httpMaxBody, httpBodyBudget             int64
 	drainDelay, shutdownTimeout             time.Duration
 
 	logLevel, logFormat, logDecisions string
@@ -92,6 +93,8 @@ func defaultServeConfig() serveConfig {
 		maxRequestBytes:  int64(lim.RequestBytes),
 		maxLineBytes:     int64(lim.LineBytes),
 		maxAttrs:         int64(lim.Attributes),
+		httpMaxBody:      8 << 20,
+		httpBodyBudget:   64 << 20,
 		shutdownTimeout:  30 * time.Second,
 		logLevel:         "info",
 		logFormat:        "text",
@@ -144,6 +147,8 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.Var(size{&c.maxRequestBytes}, "max-request-bytes", "largest policy request accepted")
 	fs.Var(size{&c.maxLineBytes}, "max-line-bytes", "longest line accepted (policy attributes and line protocol requests)")
 	fs.Var(size{&c.maxAttrs}, "max-attributes", "most attributes in one policy request")
+	fs.Var(size{&c.httpMaxBody}, "http-max-body", "largest HTTP request body (answered 413 beyond)")
+	fs.Var(size{&c.httpBodyBudget}, "http-body-budget", "HTTP request bodies held at once, over all connections (answered 503 beyond; at least --http-max-body)")
 	fs.Var(duration{&c.drainDelay, time.Second}, "drain-delay", "on SIGTERM, answer /readyz with 503 this long before closing listeners")
 	fs.Var(duration{&c.shutdownTimeout, time.Second}, "shutdown-timeout", "on SIGTERM, wait at most this long for requests in flight")
 
@@ -357,6 +362,8 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 			Host: c.hostname, Version: version,
 		},
 		Limits:         server.Limits{RequestBytes: int(c.maxRequestBytes), Attributes: int(c.maxAttrs), LineBytes: int(c.maxLineBytes)},
+		HTTPMaxBody:    int(c.httpMaxBody),
+		HTTPBodyBudget: c.httpBodyBudget,
 		MaxConnections: c.maxConnections,
 		IdleTimeout:    c.idleTimeout,
 		ReadTimeout:    c.readTimeout,
