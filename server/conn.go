@@ -41,7 +41,27 @@ type connBuf struct {
 	// lastChance is set once, at shutdown, a request still arriving has
 	// been given one more ReadTimeout to finish.
 	lastChance bool
+	// shrinkBy, when set, is the earlier deadline that wakes an idle
+	// connection holding buffers a burst grew, to give them back.
+	shrinkBy time.Time
+	// setBy is the read deadline last set on the connection by the
+	// lazy path (readBy or shrinkBy, whichever is first).
+	setBy time.Time
 }
+
+// A connection keeps the buffers a burst grew (a 64 KiB read buffer, the
+// requests, results and replies of a thousand pipelined lines: about
+// 410 KiB) for as long as requests keep coming, since growing them again
+// for every window cost the pipelined fast path its speed. Once it has
+// been idle idleShrink it gives them back, and costs about what a new
+// connection does. A client that never pauses for that long has its
+// buffers given back once every idleShrink at most, when they are empty
+// at the moment, which costs one regrowth a second.
+const (
+	idleShrink = time.Second
+	// keepBytes is what a connection may hold idle without shrinking.
+	keepBytes = 8 << 10
+)
 
 // deadlineSlack is how far a deadline may lag behind "timeout from now"
 // before it is moved: a busy Postfix connection sends a request every few
@@ -94,21 +114,37 @@ var errBufferFull = errors.New("read buffer full")
 // pending reports whether part of a request has been read.
 func (cb *connBuf) pending() bool { return cb.end > cb.start }
 
+// connState is what a protocol's connection gives readLoop besides its
+// buffer: process parses and answers what the buffer holds and reports
+// false to close the connection (atEOF asks it to take a final
+// unterminated request if the protocol has such a thing); held is how many
+// bytes its own buffers hold, and shrink lets them go.
+type connState interface {
+	process(now time.Time, atEOF bool) bool
+	held() int
+	shrink()
+}
+
 // readLoop runs the read side both stream protocols share: deadlines (idle
-// between requests, ReadTimeout within one), reads, and what to do at
-// shutdown and on errors. process parses and answers what the buffer holds
-// and reports false to close the connection; atEOF asks it to take a final
-// unterminated request if the protocol has such a thing.
-func (s *Server) readLoop(c net.Conn, proto string, cb *connBuf, limit int, process func(now time.Time, atEOF bool) bool) {
+// between requests, ReadTimeout within one), reads, giving back buffers
+// after a burst, and what to do at shutdown and on errors.
+func (s *Server) readLoop(c net.Conn, proto string, cb *connBuf, limit int, cs connState) {
 	for {
 		// Between requests the deadline is the idle timeout, moved lazily
 		// (keepDeadline); once a request has begun it is ReadTimeout from
 		// then, fixed until the request is whole.
+		// A connection holding what a burst grew also wakes at shrinkBy,
+		// set once and left in place while requests come (moving it with
+		// each window would cost the pipelined path a timer reset each).
 		move := false
 		switch now := time.Now(); {
 		case !cb.pending():
 			cb.inRequest = false
 			move = keepDeadline(&cb.readBy, now, s.cfg.IdleTimeout)
+			if cb.shrinkBy.IsZero() && len(cb.b)+cs.held() > keepBytes {
+				cb.shrinkBy = now.Add(s.cfg.idleShrink)
+				move = true
+			}
 		case !cb.inRequest:
 			cb.inRequest = true
 			cb.readBy = now.Add(s.cfg.ReadTimeout)
@@ -125,7 +161,14 @@ func (s *Server) readLoop(c net.Conn, proto string, cb *connBuf, limit int, proc
 				c.SetReadDeadline(time.Now().Add(shutdownGrace))
 			}
 		} else if move {
-			c.SetReadDeadline(cb.readBy)
+			by := cb.readBy
+			if !cb.shrinkBy.IsZero() && cb.shrinkBy.Before(by) {
+				by = cb.shrinkBy
+			}
+			if !by.Equal(cb.setBy) {
+				cb.setBy = by
+				c.SetReadDeadline(by)
+			}
 			if s.stopping.Load() {
 				// Shutdown began in between and its short deadline may
 				// have just been overwritten.
@@ -135,7 +178,7 @@ func (s *Server) readLoop(c net.Conn, proto string, cb *connBuf, limit int, proc
 		n, err := cb.fill(c, limit)
 		if n > 0 {
 			at := cb.start
-			if !process(time.Now(), false) {
+			if !cs.process(time.Now(), false) {
 				return
 			}
 			if cb.start != at {
@@ -150,15 +193,29 @@ func (s *Server) readLoop(c net.Conn, proto string, cb *connBuf, limit int, proc
 		switch {
 		case errors.Is(err, io.EOF):
 			if cb.pending() {
-				process(time.Now(), true)
+				cs.process(time.Now(), true)
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			if !cb.shrinkBy.IsZero() && !s.stopping.Load() && time.Now().Before(cb.readBy) {
+				// The shrink deadline, not a timeout. Idle: give the
+				// buffers back; in a request: leave them, it goes on.
+				cb.shrinkBy = time.Time{}
+				if !cb.pending() {
+					cb.b, cb.start, cb.end, cb.grow = make([]byte, initialBuf), 0, 0, false
+					cs.shrink()
+					s.shrunk.Add(1)
+				}
+				cb.setBy = cb.readBy
+				c.SetReadDeadline(cb.readBy)
+				continue
+			}
 			if s.stopping.Load() {
 				if cb.pending() && !cb.lastChance {
 					// Shutting down: give a request that is arriving its
 					// read timeout to finish, once.
 					cb.lastChance = true
 					cb.readBy = time.Now().Add(s.cfg.ReadTimeout)
+					cb.setBy = cb.readBy
 					c.SetReadDeadline(cb.readBy)
 					continue
 				}
@@ -210,7 +267,16 @@ var (
 
 func (s *Server) servePolicy(c net.Conn) {
 	pc := &policyConn{s: s, c: c, cb: connBuf{b: make([]byte, initialBuf)}}
-	s.readLoop(c, "policy", &pc.cb, s.cfg.Limits.RequestBytes+initialBuf, pc.process)
+	s.readLoop(c, "policy", &pc.cb, s.cfg.Limits.RequestBytes+initialBuf, pc)
+}
+
+func (pc *policyConn) held() int {
+	return cap(pc.out) + cap(pc.parsed)*int(unsafe.Sizeof(policyRequest{})) + 8*(cap(pc.slot)+cap(pc.from)) +
+		cap(pc.reqs)*int(unsafe.Sizeof(engine.Request{})) + cap(pc.results)*int(unsafe.Sizeof(store.Result{}))
+}
+
+func (pc *policyConn) shrink() {
+	pc.out, pc.parsed, pc.slot, pc.reqs, pc.from, pc.results = nil, nil, nil, nil, nil, nil
 }
 
 // process answers every complete request in the buffer with one write.

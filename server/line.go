@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/greyhold/greyhold/engine"
 	"github.com/greyhold/greyhold/store"
@@ -32,14 +33,25 @@ type lineConn struct {
 // window of 256 lines is about 16 KiB, and a buffer capped just over the
 // 8 KiB line limit read it in two or three reads and answered it in as many
 // writes, which were a fifth of the server's CPU (bench/load, 32 × 256).
-// A connection grows its buffer only when a read fills it, and keeps it:
-// a pipelining caller's connection holds up to 64 KiB and 16 KiB of masks
+// A connection grows its buffer only when a read fills it, and keeps it
+// while requests keep coming (conn.go's idleShrink gives it back): a
+// pipelining caller's connection holds up to 64 KiB and 16 KiB of masks
 // (lineScan), one that sends a line at a time stays at 2 KiB.
 const lineReadBuf = 64 << 10
 
 func (s *Server) serveLine(c net.Conn) {
 	lc := &lineConn{s: s, c: c, cb: connBuf{b: make([]byte, initialBuf)}}
-	s.readLoop(c, "line", &lc.cb, max(s.cfg.Limits.LineBytes+initialBuf, lineReadBuf), lc.process)
+	s.readLoop(c, "line", &lc.cb, max(s.cfg.Limits.LineBytes+initialBuf, lineReadBuf), lc)
+}
+
+func (lc *lineConn) held() int {
+	return cap(lc.out) + cap(lc.reqs)*int(unsafe.Sizeof(engine.Request{})) + 16*cap(lc.errs) + 8*cap(lc.slot) +
+		cap(lc.results)*int(unsafe.Sizeof(store.Result{})) + 8*(cap(lc.scan.nl)+cap(lc.scan.sp))
+}
+
+func (lc *lineConn) shrink() {
+	lc.out, lc.reqs, lc.errs, lc.slot, lc.results = nil, nil, nil, nil, nil
+	lc.scan.nl, lc.scan.sp = nil, nil
 }
 
 func (lc *lineConn) process(start time.Time, atEOF bool) bool {

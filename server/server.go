@@ -122,6 +122,9 @@ type Config struct {
 	DecisionLog DecisionLog
 	Logger      *slog.Logger
 	Registry    *prometheus.Registry
+
+	// idleShrink is conn.go's idleShrink, shortened by tests.
+	idleShrink time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -157,6 +160,9 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.idleShrink == 0 {
+		c.idleShrink = idleShrink
+	}
 }
 
 // Server answers greylisting questions over the policy protocol, the
@@ -169,6 +175,8 @@ type Server struct {
 	m       *metrics
 	rl      *logLimits
 	bodies  bodyBudget
+	// shrunk counts connections that gave back their buffers.
+	shrunk atomic.Uint64
 
 	listeners []net.Listener
 	protos    map[net.Listener]string
