@@ -585,7 +585,11 @@ func (s *Server) httpWhitelist(ctx *fasthttp.RequestCtx, method string, body []b
 func (s *Server) httpReload(ctx *fasthttp.RequestCtx) {
 	w, err := s.ReloadWhitelist()
 	if err != nil {
-		jsonError(ctx, fasthttp.StatusInternalServerError, "reload failed, previous lists kept: "+err.Error(), "")
+		code := fasthttp.StatusInternalServerError
+		if errors.Is(err, ErrReloadTimeout) {
+			code = fasthttp.StatusGatewayTimeout
+		}
+		jsonError(ctx, code, "reload failed, previous lists kept: "+err.Error(), "")
 		return
 	}
 	writeJSON(ctx, map[string]any{"files": fileList(w)})

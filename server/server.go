@@ -118,6 +118,12 @@ type Config struct {
 
 	Whitelist     *whitelist.Set
 	WhitelistLoad func() (*whitelist.Set, error) // for reloads; nil: none
+	// ReloadTimeout bounds a reload of the whitelist files (default 10 s):
+	// a file on a hung network mount must not hold the caller, which may
+	// be the signal loop or an HTTP request. A reload that times out
+	// fails; its files are read on in the background, and the next reload
+	// is refused until that read ends.
+	ReloadTimeout time.Duration
 
 	DecisionLog DecisionLog
 	Logger      *slog.Logger
@@ -160,6 +166,9 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.ReloadTimeout == 0 {
+		c.ReloadTimeout = 10 * time.Second
+	}
 	if c.idleShrink == 0 {
 		c.idleShrink = idleShrink
 	}
@@ -190,6 +199,9 @@ type Server struct {
 	ready    atomic.Bool
 
 	wl atomic.Pointer[whitelist.Set]
+	// reloading is held from the start of a reload until its files have
+	// been read, even after its caller gave up waiting.
+	reloading atomic.Bool
 }
 
 // New checks the configuration and builds a server; Start binds it.
@@ -217,20 +229,48 @@ func (s *Server) setWhitelist(w *whitelist.Set) {
 	s.st.SetStaticWhitelist(w)
 }
 
+// ErrReloadTimeout is returned by a reload whose files were not read
+// within Config.ReloadTimeout.
+var ErrReloadTimeout = errors.New("whitelist reload timed out")
+
 // ReloadWhitelist reads the whitelist files again (SIGHUP and the API call
-// it). On error the old lists stay in force.
+// it), waiting at most Config.ReloadTimeout. On error the old lists stay
+// in force.
 func (s *Server) ReloadWhitelist() (*whitelist.Set, error) {
 	if s.cfg.WhitelistLoad == nil {
 		return nil, errors.New("no whitelist files configured")
 	}
-	w, err := s.cfg.WhitelistLoad()
-	if err != nil {
+	if !s.reloading.CompareAndSwap(false, true) {
+		err := errors.New("a whitelist reload is still reading its files (a file on a hung mount?); try again once it ends")
+		s.log.Error("whitelist reload refused; the previous lists stay in force", "err", err)
+		return nil, err
+	}
+	type loaded struct {
+		w   *whitelist.Set
+		err error
+	}
+	done := make(chan loaded, 1)
+	go func() {
+		defer s.reloading.Store(false)
+		w, err := s.cfg.WhitelistLoad()
+		done <- loaded{w, err}
+	}()
+	t := time.NewTimer(s.cfg.ReloadTimeout)
+	defer t.Stop()
+	select {
+	case l := <-done:
+		if l.err != nil {
+			s.log.Error("whitelist reload failed; the previous lists stay in force", "err", l.err)
+			return nil, l.err
+		}
+		s.setWhitelist(l.w)
+		s.logWhitelist(l.w, "whitelist reloaded")
+		return l.w, nil
+	case <-t.C:
+		err := fmt.Errorf("%w: the files were not read within %v (a file on a hung mount?)", ErrReloadTimeout, s.cfg.ReloadTimeout)
 		s.log.Error("whitelist reload failed; the previous lists stay in force", "err", err)
 		return nil, err
 	}
-	s.setWhitelist(w)
-	s.logWhitelist(w, "whitelist reloaded")
-	return w, nil
 }
 
 func (s *Server) logWhitelist(w *whitelist.Set, msg string) {

@@ -39,6 +39,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"unsafe"
 )
 
@@ -517,7 +518,7 @@ func LoadFiles(clientFiles, recipientFiles []string) (*Set, error) {
 				b.set.Files = append(b.set.Files, info)
 				continue
 			}
-			f, err := os.Open(path)
+			f, err := OpenRegular(path)
 			if err != nil {
 				return err
 			}
@@ -537,4 +538,39 @@ func LoadFiles(clientFiles, recipientFiles []string) (*Set, error) {
 		return nil, fmt.Errorf("recipient whitelist: %w", err)
 	}
 	return b.build(), nil
+}
+
+// OpenRegular opens path for reading if it is a regular file. It opens
+// without blocking (O_NONBLOCK) and then looks at what it opened, so a FIFO
+// with no writer, or a device, is refused at once instead of holding the
+// caller (a reload, and with it the server's signal handling) forever.
+func OpenRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("whitelist %s is not a regular file (%s): give the path of a file", path, describeMode(fi.Mode()))
+	}
+	return f, nil
+}
+
+func describeMode(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return m.Type().String()
 }

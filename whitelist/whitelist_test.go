@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestClients(t *testing.T) {
@@ -223,5 +225,29 @@ func TestUnreadableFiles(t *testing.T) {
 	}
 	if _, err := LoadFiles([]string{dir}, nil); err == nil {
 		t.Error("a directory read as an empty whitelist")
+	}
+}
+
+// A whitelist path that is not a regular file is refused at once, with an
+// error that says what it is: a FIFO with no writer used to block the
+// open, and with it the reload and the server's signal handling (issue 9,
+// defect 10).
+func TestLoadFilesRefusesNonRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	for path, want := range map[string]string{fifo: "a FIFO", "/dev/null": "a device", dir: "a directory"} {
+		done := make(chan error, 1)
+		go func() { _, err := LoadFiles([]string{path}, nil); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file ("+want+")") {
+				t.Errorf("%s: %v", path, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("loading %s blocked", path)
+		}
 	}
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -11,14 +13,25 @@ import (
 // 100k checks/s would otherwise cost a write(2) each, more than the check.
 // Close flushes what is left. What a kill -9 catches in the buffer (at most
 // flushEvery of lines) is lost; the state is not.
+//
+// The output may stop taking lines (stderr a pipe nobody reads, a stuck
+// journald): the server never waits for it. Lines past maxBuffered are
+// dropped and counted, and the count is written once the output takes
+// lines again; Close waits at most closeWait for the last flush.
 type asyncWriter struct {
 	mu      sync.Mutex
 	buf     []byte
+	dropped uint64 // bytes dropped since the last note of it
 	out     io.Writer
 	kick    chan struct{}
 	done    chan struct{}
 	stopped chan struct{}
 	once    sync.Once
+	// dropNote renders the line that says how many bytes were dropped,
+	// in the log's format.
+	dropNote func(dropped uint64) []byte
+	// closeWait is the const closeWait, shortened by tests.
+	closeWait time.Duration
 }
 
 const (
@@ -27,10 +40,17 @@ const (
 	// maxBuffered drops lines rather than grow without bound when the
 	// output (a full pipe, a stuck journald) stops taking them.
 	maxBuffered = 64 << 20
+	// closeWait bounds the last flush at exit: an output that has taken
+	// nothing for this long is not going to.
+	closeWait = 5 * time.Second
 )
 
 func newAsyncWriter(out io.Writer) *asyncWriter {
-	w := &asyncWriter{out: out, kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
+	w := &asyncWriter{out: out, kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}), closeWait: closeWait}
+	w.dropNote = func(n uint64) []byte {
+		return fmt.Appendf(nil, "time=%s level=WARN msg=\"log output stalled; lines dropped\" dropped_bytes=%d\n",
+			time.Now().Format(time.RFC3339Nano), n)
+	}
 	go w.loop()
 	return w
 }
@@ -39,6 +59,8 @@ func (w *asyncWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	if len(w.buf)+len(p) <= maxBuffered {
 		w.buf = append(w.buf, p...)
+	} else {
+		w.dropped += uint64(len(p))
 	}
 	full := len(w.buf) >= flushBytes
 	w.mu.Unlock()
@@ -55,7 +77,12 @@ func (w *asyncWriter) flush(spare []byte) []byte {
 	w.mu.Lock()
 	b := w.buf
 	w.buf = spare[:0]
+	dropped := w.dropped
+	w.dropped = 0
 	w.mu.Unlock()
+	if dropped > 0 {
+		b = append(b, w.dropNote(dropped)...)
+	}
 	if len(b) > 0 {
 		w.out.Write(b)
 	}
@@ -79,9 +106,19 @@ func (w *asyncWriter) loop() {
 	}
 }
 
-// Close flushes and stops the writer goroutine.
+// errLogStuck is what Close returns when the output took nothing in time.
+var errLogStuck = errors.New("log output takes nothing; the last lines are lost")
+
+// Close flushes and stops the writer goroutine, waiting at most closeWait
+// for an output that has stopped taking lines.
 func (w *asyncWriter) Close() error {
 	w.once.Do(func() { close(w.done) })
-	<-w.stopped
-	return nil
+	t := time.NewTimer(w.closeWait)
+	defer t.Stop()
+	select {
+	case <-w.stopped:
+		return nil
+	case <-t.C:
+		return errLogStuck
+	}
 }

@@ -253,6 +253,10 @@ func newLogger(level, format string, out *asyncWriter) (*slog.Logger, error) {
 	case "text":
 		return slog.New(slog.NewTextHandler(out, opts)), nil
 	case "json":
+		out.dropNote = func(n uint64) []byte {
+			return fmt.Appendf(nil, `{"time":%q,"level":"WARN","msg":"log output stalled; lines dropped","dropped_bytes":%d}`+"\n",
+				time.Now().Format(time.RFC3339Nano), n)
+		}
 		return slog.New(slog.NewJSONHandler(out, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
@@ -301,6 +305,7 @@ func runServe(args []string) int {
 	}
 
 	out := newAsyncWriter(os.Stderr)
+	// Bounded: with stderr a pipe nobody reads, exit after closeWait.
 	defer out.Close()
 	logger, err := newLogger(c.logLevel, c.logFormat, out)
 	if err != nil {
@@ -409,9 +414,13 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 
 	for s := range sig {
 		if s == syscall.SIGHUP {
-			if _, err := srv.ReloadWhitelist(); err == nil {
-				logger.Info("reloaded whitelists on SIGHUP")
-			}
+			// Off the loop, so a reload stuck on a file cannot keep
+			// SIGTERM waiting; it is bounded by its own timeout.
+			go func() {
+				if _, err := srv.ReloadWhitelist(); err == nil {
+					logger.Info("reloaded whitelists on SIGHUP")
+				}
+			}()
 			continue
 		}
 		logger.Info("shutting down", "signal", s.String())

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// greyholdBinary builds the binary once for the tests that run it.
+func greyholdBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "greyhold-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "greyhold")
+		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// proc is a greyhold serve process the test stops itself.
+type proc struct {
+	cmd          *exec.Cmd
+	policy, http string
+	exited       chan error
+}
+
+// startProc starts greyhold serve with stderr to the given writer and
+// waits until /readyz answers 200. Cleanup kills it if the test left it
+// running.
+func startProc(t *testing.T, stderr io.Writer, wrap []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{policy: freePort(t), http: freePort(t), exited: make(chan error, 1)}
+	argv := append(append([]string{}, wrap...), greyholdBinary(t))
+	argv = append(argv, append([]string{"serve", "--data-dir", t.TempDir(), "--policy-listen", p.policy,
+		"--http-listen", p.http, "--line-listen", ""}, args...)...)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
+	p.cmd.Stderr = stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.exited
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + p.http + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+			t.Fatalf("greyhold exited before it was ready: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("greyhold not ready after 20 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and reports how the process exited, or fails the test
+// if it did not within limit.
+func (p *proc) stop(t *testing.T, limit time.Duration) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		p.exited <- err
+		if err != nil {
+			t.Errorf("greyhold exited with %v after SIGTERM", err)
+		}
+	case <-time.After(limit):
+		t.Errorf("greyhold still running %v after SIGTERM", limit)
+	}
+}
+
+// lockedBuffer collects a process's stderr.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A whitelist path that turns into a FIFO (in practice: a file on a hung
+// mount) blocked the SIGHUP reload inside the signal loop, so SIGTERM was
+// ignored, and POST /v1/whitelist/reload hung (issue 9, defect 10). Both
+// reloads now fail at once saying why, and SIGTERM stops the server.
+func TestReloadOfFIFODoesNotHang(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server process")
+	}
+	wl := filepath.Join(t.TempDir(), "clients")
+	if err := os.WriteFile(wl, []byte("example.org\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	p := startProc(t, logs, nil, "--whitelist-clients", "builtin,"+wl)
+	os.Remove(wl)
+	if err := syscall.Mkfifo(wl, 0o644); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Post("http://"+p.http+"/v1/whitelist/reload", "application/json", nil)
+	if err != nil {
+		t.Fatalf("POST /v1/whitelist/reload: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 500 || !strings.Contains(string(body), "is not a regular file (a FIFO)") {
+		t.Errorf("reload of a FIFO: %d %s", resp.StatusCode, body)
+	}
+	p.stop(t, 20*time.Second)
+	if n := strings.Count(logs.String(), "not a regular file"); n < 2 {
+		t.Errorf("the log names the FIFO %d times, want both reloads:\n%s", n, logs)
+	}
+}
+
+// With stderr a pipe that nobody reads, SIGTERM wrote the final snapshot
+// and then hung for ever closing the log writer (issue 9, defect 10). The
+// test fills the pipe with decision lines, never reads it, and holds the
+// process to a bounded exit.
+func TestExitWithStderrNobodyReads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server process")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := startProc(t, w, nil, "--log-decisions", "all")
+	w.Close() // the child holds the write end; nothing reads r
+
+	c, err := net.Dial("tcp", p.policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	const n = 2000 // about 500 KiB of decision lines, far past a pipe's 64 KiB
+	go func() {
+		bw := bufio.NewWriter(c)
+		for i := range n {
+			fmt.Fprint(bw, strings.Replace(goodRequest, "rcpt1@", fmt.Sprintf("rcpt%d@", i), 1))
+		}
+		bw.Flush()
+	}()
+	br := bufio.NewReader(c)
+	for i := 0; i < n; {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		if line == "\n" {
+			i++
+		}
+	}
+	p.stop(t, 30*time.Second)
+}
