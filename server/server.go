@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -202,6 +201,8 @@ type Server struct {
 	// reloading is held from the start of a reload until its files have
 	// been read, even after its caller gave up waiting.
 	reloading atomic.Bool
+	// socketID is the policy socket this server made (socket.go).
+	socketID *fileID
 }
 
 // New checks the configuration and builds a server; Start binds it.
@@ -329,6 +330,7 @@ func (s *Server) Start() error {
 		if s.httpLn != nil {
 			s.httpLn.Close()
 		}
+		s.removeSocket()
 		return err
 	}
 	if c.PolicyListen != "" {
@@ -339,16 +341,9 @@ func (s *Server) Start() error {
 		s.serveConns(l, "policy", s.servePolicy)
 	}
 	if c.PolicySocket != "" {
-		if fi, err := os.Lstat(c.PolicySocket); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			os.Remove(c.PolicySocket) // a socket left by a server that died
-		}
-		l, err := net.Listen("unix", c.PolicySocket)
+		l, err := s.listenSocket(c.PolicySocket)
 		if err != nil {
-			return fail(fmt.Errorf("policy socket: %w", err))
-		}
-		// Postfix's smtpd runs as its own user: let the group in.
-		if err := os.Chmod(c.PolicySocket, 0o660); err != nil {
-			return fail(fmt.Errorf("policy socket: %w", err))
+			return fail(err)
 		}
 		s.serveConns(l, "policy", s.servePolicy)
 	}
@@ -491,9 +486,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, l := range s.listeners {
 		l.Close()
 	}
-	if s.cfg.PolicySocket != "" {
-		os.Remove(s.cfg.PolicySocket)
-	}
+	s.removeSocket()
 	// A connection waiting for its next request closes after a short
 	// grace, in which a request already on its way is still read; one that
 	// is reading a request finishes it, answers and then closes.

@@ -70,6 +70,18 @@ func startServer(t testing.TB, mut func(*Config)) *testServer {
 // storeMut first.
 func startServerWith(t testing.TB, storeMut func(*store.Options), mut func(*Config)) *testServer {
 	t.Helper()
+	return newTestServer(t, storeMut, mut, true)
+}
+
+// startServerStopped builds a server on a store of its own and leaves
+// Start to the test.
+func startServerStopped(t testing.TB, mut func(*Config)) *Server {
+	t.Helper()
+	return newTestServer(t, nil, mut, false).srv
+}
+
+func newTestServer(t testing.TB, storeMut func(*store.Options), mut func(*Config), start bool) *testServer {
+	t.Helper()
 	ts := &testServer{t: t, clock: engine.NewManualClock(t0), logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
 	o := store.DefaultOptions()
 	o.Clock = ts.clock
@@ -105,9 +117,11 @@ func startServerWith(t testing.TB, storeMut func(*store.Options), mut func(*Conf
 		st.Close()
 		t.Fatal(err)
 	}
-	if err := srv.Start(); err != nil {
-		st.Close()
-		t.Fatal(err)
+	if start {
+		if err := srv.Start(); err != nil {
+			st.Close()
+			t.Fatal(err)
+		}
 	}
 	ts.srv = srv
 	t.Cleanup(func() {
