@@ -35,7 +35,7 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        s.cfg.IdleTimeout,
 		MaxRequestBodySize: s.cfg.HTTPMaxBody,
-		Concurrency:        4096,
+		Concurrency:        s.cfg.HTTPMaxConnections,
 		ReduceMemoryUsage:  true,
 		Logger:             httpLogger{s},
 		CloseOnShutdown:    true,

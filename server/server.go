@@ -42,6 +42,9 @@ func ParseDecisionLog(s string) (DecisionLog, error) {
 	return 0, fmt.Errorf("decision log %q: want all, defers or off", s)
 }
 
+// DefaultHTTPConnections is Config.HTTPMaxConnections's default.
+const DefaultHTTPConnections = 4096
+
 // Checker is what a Server uses of the state behind it: decisions, the
 // runtime and static whitelists, snapshots and figures. *store.Store is
 // the one greyhold runs with; a test can stand another in its place (a
@@ -81,6 +84,8 @@ type Config struct {
 	// MaxConnections caps open connections per listener (policy, socket,
 	// line). Postfix opens one per smtpd process; 16384 covers a big MX.
 	MaxConnections int
+	// HTTPMaxConnections caps the HTTP listener's (default 4096).
+	HTTPMaxConnections int
 	// IdleTimeout closes a connection with no request in progress after
 	// this long. Postfix closes its own after smtpd_policy_service_max_idle
 	// (300 s), so the default of 10 minutes never cuts one Postfix uses.
@@ -145,6 +150,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = 16384
+	}
+	if c.HTTPMaxConnections == 0 {
+		c.HTTPMaxConnections = DefaultHTTPConnections
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 10 * time.Minute

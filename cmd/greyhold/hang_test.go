@@ -118,6 +118,19 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+// waitFor polls for s in the log, which the server writes every 100 ms,
+// up to 10 s.
+func (l *lockedBuffer) waitFor(s string) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(l.String(), s) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
 func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -201,4 +214,86 @@ func TestExitWithStderrNobodyReads(t *testing.T) {
 		}
 	}
 	p.stop(t, 30*time.Second)
+}
+
+// ulimitWrap runs the binary under a shell that lowers its open-file
+// limit, soft and hard, to n first.
+func ulimitWrap(n int) []string {
+	return []string{"sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, n)}
+}
+
+// Under an open-file limit that cannot hold the connection limits
+// (issue 9, defect 9: 3 x 16384 + 4096 allowed whatever the limit, and
+// idle connections then starved the log, snapshots and HTTP of
+// descriptors), greyhold lowers the limits and says so, and with more
+// connections piled on its listener than the limit allows, a check is
+// still logged and a snapshot still written. Under a limit too low for
+// anything it refuses to start, saying what to raise.
+func TestDescriptorLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	const nofile = 400
+	logs := &lockedBuffer{}
+	p := startProc(t, logs, ulimitWrap(nofile), "--log-decisions", "off")
+	if !logs.waitFor("lowering them") || !strings.Contains(logs.String(), "nofile=400") {
+		t.Errorf("no line about lowering the connection limits:\n%s", logs)
+	}
+
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for range nofile + 50 {
+		c, err := net.Dial("tcp", p.policy)
+		if err != nil {
+			t.Fatalf("connection %d: %v", len(idle), err)
+		}
+		idle = append(idle, c)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	post := func(path, body string) string {
+		t.Helper()
+		resp, err := client.Post("http://"+p.http+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("POST %s with %d connections piled up: %v", path, len(idle), err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST %s with %d connections piled up: %d %s", path, len(idle), resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	if got := post("/v1/check", `{"client_address":"192.0.2.10","sender":"a@x.example","recipient":"r@example.test"}`); !strings.Contains(got, `"verdict":"defer"`) {
+		t.Errorf("check: %s", got)
+	}
+	if got := post("/v1/snapshot", ""); !strings.Contains(got, `"triplets": 1`) {
+		t.Errorf("snapshot: %s", got)
+	}
+	resp, err := client.Get("http://" + p.http + "/v1/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(stats), `"frames_written": 1`) {
+		t.Errorf("the check was not logged: %s", stats)
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	idle = nil
+	p.stop(t, 30*time.Second)
+	if strings.Contains(logs.String(), "too many open files") {
+		t.Errorf("descriptors ran out:\n%s", logs)
+	}
+
+	out, err := exec.Command("sh", "-c", `ulimit -n 100 && exec "$0" serve --data-dir "$1" --policy-listen 127.0.0.1:0 --http-listen 127.0.0.1:0`,
+		greyholdBinary(t), t.TempDir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "the open-file limit is 100 descriptors") {
+		t.Errorf("start under a limit of 100: %v\n%s", err, out)
+	}
 }

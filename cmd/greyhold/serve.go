@@ -386,6 +386,19 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 	if err := scfg.CheckListeners(); err != nil {
 		return err
 	}
+	listeners := 0
+	for _, a := range []string{c.policyListen, c.policySocket, c.lineListen} {
+		if a != "" {
+			listeners++
+		}
+	}
+	scfg.HTTPMaxConnections = server.DefaultHTTPConnections
+	if c.httpListen == "" {
+		scfg.HTTPMaxConnections = 0
+	}
+	if err := fitDescriptors(logger, listeners, &scfg.MaxConnections, &scfg.HTTPMaxConnections); err != nil {
+		return err
+	}
 
 	logger.Info("starting greyhold", "version", version, "data_dir", c.dataDir, "delay", c.delay, "retry_window", c.retryWindow,
 		"max_age", c.maxAge, "auto_whitelist_clients", c.awlClients, "keys", opts.Engine.Keys.String(), "fsync", opts.Sync.String(),
