@@ -78,7 +78,8 @@ type Decision struct {
 	Left uint32
 	// Delayed is, on a triplet's first pass, how many seconds it was held.
 	Delayed uint32
-	// Key is the triplet's key, for logs that must not show addresses.
+	// Key is the triplet's key, which decision log lines show in place of
+	// addresses (the server's LogHashes).
 	Key uint64
 }
 

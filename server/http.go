@@ -577,7 +577,7 @@ func (s *Server) httpWhitelist(ctx *fasthttp.RequestCtx, method string, body []b
 		verb = "removed"
 	}
 	if changed {
-		s.log.Info("whitelist rule "+verb, "kind", kind.String(), "value", in.Value, "peer", ctx.RemoteAddr().String())
+		s.log.Info("whitelist rule "+verb, "kind", kind.String(), "value", s.shownRule(kind, in.Value), "peer", ctx.RemoteAddr().String())
 	}
 	writeJSON(ctx, map[string]any{"changed": changed, "kind": kind.String(), "value": in.Value})
 }

@@ -29,6 +29,26 @@ const (
 	LogOff                       // none
 )
 
+// LogAddresses says how log lines show a request's addresses.
+type LogAddresses int
+
+// Ways of showing addresses.
+const (
+	LogPlain  LogAddresses = iota // as sent, as postgrey logs them
+	LogHashes                     // keyed hashes (Checker.LogKey)
+)
+
+// ParseLogAddresses reads plain or hash.
+func ParseLogAddresses(s string) (LogAddresses, error) {
+	switch s {
+	case "plain":
+		return LogPlain, nil
+	case "hash":
+		return LogHashes, nil
+	}
+	return 0, fmt.Errorf("log addresses %q: want plain or hash", s)
+}
+
 // ParseDecisionLog reads all, defers or off.
 func ParseDecisionLog(s string) (DecisionLog, error) {
 	switch s {
@@ -63,6 +83,9 @@ type Checker interface {
 	SetStaticWhitelist(w *whitelist.Set)
 	Snapshot() (store.SnapshotInfo, error)
 	Stats() store.Stats
+	// LogKey is the keyed hash of a request field that logs show in
+	// place of the value with Config.LogAddresses set to LogHashes.
+	LogKey(field byte, value string) uint64
 }
 
 var _ Checker = (*store.Store)(nil)
@@ -130,8 +153,13 @@ type Config struct {
 	ReloadTimeout time.Duration
 
 	DecisionLog DecisionLog
-	Logger      *slog.Logger
-	Registry    *prometheus.Registry
+	// LogAddresses, set to LogHashes, puts keyed hashes in place of the
+	// client address and name, sender and recipient in every log line
+	// (decisions, errors, whitelist changes), and adds the triplet's key
+	// to decision lines.
+	LogAddresses LogAddresses
+	Logger       *slog.Logger
+	Registry     *prometheus.Registry
 
 	// idleShrink is conn.go's idleShrink, shortened by tests.
 	idleShrink time.Duration
@@ -561,12 +589,17 @@ func (s *Server) logDecision(proto string, req *engine.Request, d engine.Decisio
 		attrs = append(attrs, slog.Int("delay", int(d.Delayed)))
 	}
 	attrs = append(attrs,
-		slog.String("client_name", req.ClientName),
-		slog.String("client_address", req.ClientAddr),
-		slog.String("sender", req.Sender),
-		slog.String("recipient", req.Recipient),
+		slog.String("client_name", s.shown('n', req.ClientName)),
+		slog.String("client_address", s.shown('a', req.ClientAddr)),
+		slog.String("sender", s.shown('s', req.Sender)),
+		slog.String("recipient", s.shown('r', req.Recipient)),
 		slog.String("protocol", proto),
 	)
+	if s.cfg.LogAddresses == LogHashes {
+		// The key the state holds for the triplet: lines of one triplet
+		// share it, and it can be looked for in the data directory.
+		attrs = append(attrs, slog.String("triplet", fmt.Sprintf("%016x", d.Key)))
+	}
 	if len(queueID) > 0 {
 		attrs = append(attrs, slog.String("queue_id", string(queueID)))
 	}
@@ -593,11 +626,31 @@ func (s *Server) noteOutcome(proto string, req *engine.Request, d engine.Decisio
 	}
 	if errors.Is(err, store.ErrNotLogged) {
 		s.m.errors.WithLabelValues("not_logged").Inc()
-		s.rl.notLogged.Log("protocol", proto, "client_address", req.ClientAddr, "err", err)
+		s.rl.notLogged.Log("protocol", proto, "client_address", s.shown('a', req.ClientAddr), "err", err)
 		return
 	}
 	s.m.errors.WithLabelValues("bad_request").Inc()
-	s.rl.badRequest.Log("protocol", proto, "client_address", req.ClientAddr, "recipient", req.Recipient, "err", err)
+	s.rl.badRequest.Log("protocol", proto, "client_address", s.shown('a', req.ClientAddr), "recipient", s.shown('r', req.Recipient), "err", s.shownErr(err))
+}
+
+// shown is a request field as log lines show it: as sent, or its keyed
+// hash ("h:" and 16 hex digits) with LogHashes.
+func (s *Server) shown(field byte, v string) string {
+	if s.cfg.LogAddresses != LogHashes {
+		return v
+	}
+	return fmt.Sprintf("h:%016x", s.st.LogKey(field, v))
+}
+
+// shownErr is a check's error as log lines show it: engine errors quote
+// the field they refuse, which LogHashes must not show.
+func (s *Server) shownErr(err error) string {
+	if s.cfg.LogAddresses == LogHashes {
+		if f := engine.BadRequestField(err); f != "" {
+			return f + ": refused (value not shown: --log-addresses=hash)"
+		}
+	}
+	return err.Error()
 }
 
 // clientAddr renders a peer for logs.
@@ -606,4 +659,17 @@ func peer(c net.Conn) string {
 		return a.String()
 	}
 	return "unix"
+}
+
+// shownRule is a whitelist rule's value as log lines show it.
+func (s *Server) shownRule(kind engine.RuleKind, v string) string {
+	switch kind {
+	case engine.RuleClient:
+		return s.shown('a', v)
+	case engine.RuleClientName:
+		return s.shown('n', v)
+	case engine.RuleSender:
+		return s.shown('s', v)
+	}
+	return s.shown('r', v)
 }

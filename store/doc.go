@@ -12,9 +12,10 @@
 //	snapshots/       snap-<WAL index>.zst files (package snapshot), newest two kept
 //
 // Only keyed hashes of triplets, client networks and whitelisted addresses
-// reach the log and the snapshots; no address is ever written there. A fleet
-// of MX hosts shares one secret (copy the file before the first start), so
-// their keys agree.
+// reach the log and the snapshots; no address is ever written there (log
+// lines are the server's, which shows addresses or their hashes as told).
+// A fleet of MX hosts shares one secret (copy the file before the first
+// start), so their keys agree.
 //
 // Every log frame carries a short id of the secret, and every snapshot its
 // full id: a directory whose secret is not the one its state was written

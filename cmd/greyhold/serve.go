@@ -54,7 +54,7 @@ type serveConfig struct {
 	httpMaxBody, httpBodyBudget             int64
 	drainDelay, shutdownTimeout             time.Duration
 
-	logLevel, logFormat, logDecisions string
+	logLevel, logFormat, logDecisions, logAddresses string
 }
 
 func defaultServeConfig() serveConfig {
@@ -99,6 +99,7 @@ func defaultServeConfig() serveConfig {
 		logLevel:         "info",
 		logFormat:        "text",
 		logDecisions:     "all",
+		logAddresses:     "plain",
 	}
 }
 
@@ -155,6 +156,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text (key=value) or json")
 	fs.StringVar(&c.logDecisions, "log-decisions", c.logDecisions, "log each decision: all (as postgrey), defers, or off")
+	fs.StringVar(&c.logAddresses, "log-addresses", c.logAddresses, "how log lines show client addresses and names, senders and recipients: plain (as sent), or hash (keyed hashes, as the state on disk holds them)")
 
 	// postgrey's names, so its command lines carry over. Each sets the
 	// flag it stands for through fs.Set, so that flag counts as given
@@ -341,6 +343,10 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	addresses, err := server.ParseLogAddresses(c.logAddresses)
+	if err != nil {
+		return fmt.Errorf("--log-addresses: %w", err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -380,6 +386,7 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 		Whitelist:      wl,
 		WhitelistLoad:  loadWL,
 		DecisionLog:    decisions,
+		LogAddresses:   addresses,
 		Logger:         logger,
 		Registry:       reg,
 	}
