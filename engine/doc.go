@@ -17,10 +17,11 @@
 // # State
 //
 // The state is split over a power-of-two number of shards by the top bits of
-// the key; each shard is a mutex, a map[uint64]entry for triplets, a map for
-// client networks (the auto-whitelist) and a timing wheel. Entries are a few
-// packed integers with no pointers, so the garbage collector never scans the
-// maps. Times are whole seconds (type Time).
+// the key; each shard is a mutex, an open-addressing table of keys and
+// entries for triplets (table.go), a map for client networks (the
+// auto-whitelist) and a timing wheel. Entries are a few packed integers with
+// no pointers, so the garbage collector never scans the table or the map.
+// Times are whole seconds (type Time).
 //
 // # Decisions
 //

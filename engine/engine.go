@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -538,7 +539,7 @@ func (e *Engine) ExportShard(i int, keys []uint64, first, word []uint32) ([]uint
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.t.len()
-	keys, first, word = slicesGrow(keys, n), slicesGrow(first, n), slicesGrow(word, n)
+	keys, first, word = slices.Grow(keys, n), slices.Grow(first, n), slices.Grow(word, n)
 	for _, sl := range s.t.slots {
 		if sl.k != 0 {
 			keys = append(keys, sl.k)
@@ -562,15 +563,6 @@ func (e *Engine) ExportClients(i int, keys []uint64, cols [4][]uint32) ([]uint64
 		cols[3] = append(cols[3], uint32(c.counted))
 	}
 	return keys, cols
-}
-
-func slicesGrow[T any](s []T, n int) []T {
-	if cap(s)-len(s) < n {
-		ns := make([]T, len(s), len(s)+n)
-		copy(ns, s)
-		return ns
-	}
-	return s
 }
 
 // ImportTriplets merges rows from a snapshot. Rows of one shard should come

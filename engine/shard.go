@@ -48,7 +48,7 @@ type shard struct {
 	mu      sync.Mutex
 	t       table
 	c       map[uint64]client
-	pending int // entries in m by state, expired ones included
+	pending int // entries in t by state, expired ones included
 	passed  int
 	// fullUntil stops eviction walks for a while after one found nothing to
 	// evict, so a shard full of passed triplets does not walk its wheel on

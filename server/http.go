@@ -270,9 +270,9 @@ func (s *Server) parseCheck(v *fastjson.Value, req *engine.Request) (int64, erro
 
 // decisionHeads holds the opening of each decision's JSON object, verdict
 // and reason written out, by verdict and reason: a batch answers a
-// thousand decisions with a handful of openings, and writing each member
-// by member, escaping names that never need it, was a quarter of the
-// answer's cost (CPU profile of BenchmarkHTTPBatch).
+// thousand decisions with a handful of openings, where writing each
+// member by member, escaping names that never need it, costs a quarter of
+// the answer (CPU profile of BenchmarkHTTPBatch).
 var decisionHeads = func() (h [4][32]string) {
 	for _, v := range []engine.Verdict{engine.Defer, engine.Pass} {
 		for _, r := range engine.Reasons() {

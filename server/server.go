@@ -124,7 +124,7 @@ type Config struct {
 	// listener only binds loopback addresses.
 	AdminToken string
 	// TestClock lets requests carry their own time (policy_test_time, the
-	// line protocol's @time, the API's "time"), for tests that must not
+	// API's "time"; the line protocol has none), for tests that must not
 	// wait out a delay. Only on loopback listeners.
 	TestClock bool
 	// HTTPMaxBody caps an HTTP request body (a batch of 1000 checks is
