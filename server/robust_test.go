@@ -109,7 +109,12 @@ func TestShutdownWhileAccepting(t *testing.T) {
 				}
 			}()
 		}
-		time.Sleep(20 * time.Millisecond) // let the dialers get going
+		// Shut down with the dialers going: once a few connections are in.
+		waitFor(t, "the dialers to connect", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(conns) >= 16
+		})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		start := time.Now()
 		err := ts.srv.Shutdown(ctx)
@@ -134,9 +139,12 @@ func TestShutdownWaitsForServeConn(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- ts.srv.ServeConn(a, "policy") }()
 	req := policy("192.0.2.10", "a@x.example", "r@example.test")
-	go io.WriteString(b, req[:200])
 	go io.Copy(io.Discard, b)
-	time.Sleep(20 * time.Millisecond) // let ServeConn start reading
+	// A pipe's write returns once the other end has read it all: the
+	// handshake that ServeConn is serving, with a request begun.
+	if _, err := io.WriteString(b, req[:200]); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := ts.srv.Shutdown(ctx); err != nil {
