@@ -297,3 +297,11 @@ func TestDescriptorLimit(t *testing.T) {
 		t.Errorf("start under a limit of 100: %v\n%s", err, out)
 	}
 }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
