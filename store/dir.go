@@ -105,7 +105,12 @@ func hasState(dir string) (string, error) {
 // is keyed by the secret that was lost, and a new one would silently turn
 // every triplet it holds into one no request can match.
 func loadSecret(dir, existed string) (secret []byte, created bool, err error) {
-	path := filepath.Join(dir, secretName)
+	return readSecret(filepath.Join(dir, secretName), existed, true)
+}
+
+// readSecret reads the secret at path, or, if create and it is missing and
+// existed is "", makes it there.
+func readSecret(path, existed string, create bool) (secret []byte, created bool, err error) {
 	b, err := os.ReadFile(path)
 	switch {
 	case err == nil:
@@ -116,9 +121,11 @@ func loadSecret(dir, existed string) (secret []byte, created bool, err error) {
 		return s, false, nil
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, false, fmt.Errorf("read secret: %w", err)
+	case !create:
+		return nil, false, fmt.Errorf("secret file %s: %w; it is never made: copy the fleet's secret there (README: the fleet)", path, err)
 	case existed != "":
 		return nil, false, fmt.Errorf("%w: %s is missing, but the data directory holds state keyed by it (%s); restore the secret file from a backup or from another MX host of this fleet, or, to start with no state, move the data directory away",
-			ErrIncompatible, path, filepath.Join(dir, existed))
+			ErrIncompatible, path, filepath.Join(filepath.Dir(path), existed))
 	}
 	s := make([]byte, secretBytes)
 	if _, err := rand.Read(s); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -175,5 +176,93 @@ func copySecret(t *testing.T, src, dst string) {
 	}
 	if err := os.WriteFile(filepath.Join(dst, secretName), b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSnapshotStateAndHooks: the state blob rides in each snapshot and
+// comes back with the one loaded; hooks hear of each snapshot.
+func TestSnapshotStateAndHooks(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(engine.NewManualClock(t0))
+	s := mustOpen(t, dir, o)
+	var pos atomic.Uint64
+	s.SetSnapshotState(func() []byte { return fmt.Appendf(nil, "stream=%d", pos.Load()) })
+	var heard []string
+	s.OnSnapshot(func(info SnapshotInfo) { heard = append(heard, filepath.Base(info.Path)) })
+	expect(t, s, t0, historyRequest(1), engine.Defer, engine.ReasonNew)
+	pos.Store(41)
+	info, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(heard) != 1 || heard[0] != filepath.Base(info.Path) {
+		t.Fatalf("hooks heard %v, want %s", heard, filepath.Base(info.Path))
+	}
+	s.Close()
+	s = mustOpen(t, dir, o)
+	defer s.Close()
+	if got := string(s.Stats().Recovery.State); got != "stream=41" {
+		t.Fatalf("recovered state %q", got)
+	}
+}
+
+// TestImportSnapshot: another node's snapshot merges into memory; one from
+// another fleet does not.
+func TestImportSnapshot(t *testing.T) {
+	o := testOptions(engine.NewManualClock(t0))
+	dirA, dirB, dirC := t.TempDir(), t.TempDir(), t.TempDir()
+	a := mustOpen(t, dirA, o)
+	defer a.Close()
+	copySecret(t, dirA, dirB)
+	b := mustOpen(t, dirB, o)
+	defer b.Close()
+	c := mustOpen(t, dirC, o) // a secret of its own
+	defer c.Close()
+	for i := range 50 {
+		expect(t, a, t0, historyRequest(i), engine.Defer, engine.ReasonNew)
+	}
+	expect(t, b, t0, historyRequest(100), engine.Defer, engine.ReasonNew)
+	a.SetSnapshotState(func() []byte { return []byte("pos") })
+	info, err := a.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.ImportSnapshot(info.Path)
+	if err != nil || got.Triplets != 50 || string(got.State) != "pos" {
+		t.Fatalf("ImportSnapshot = %+v, %v", got, err)
+	}
+	for i := range 50 {
+		expect(t, b, t0+300, historyRequest(i), engine.Pass, engine.ReasonPassed)
+	}
+	expect(t, b, t0+300, historyRequest(100), engine.Pass, engine.ReasonPassed)
+	if _, err := c.ImportSnapshot(info.Path); !errors.Is(err, ErrNotFleet) {
+		t.Fatalf("a snapshot keyed by another secret imported: %v", err)
+	}
+}
+
+// TestSecretFile: the secret comes from the file named, which is never
+// made, and keys agree with a node reading the same file.
+func TestSecretFile(t *testing.T) {
+	o := testOptions(engine.NewManualClock(t0))
+	o.SecretFile = filepath.Join(t.TempDir(), "fleet-secret")
+	if s, err := Open(t.TempDir(), o); err == nil {
+		s.Close()
+		t.Fatal("opened with a secret file that does not exist")
+	}
+	if _, err := os.Stat(o.SecretFile); !os.IsNotExist(err) {
+		t.Fatal("the secret file was made")
+	}
+	if err := os.WriteFile(o.SecretFile, []byte(strings.Repeat("5e", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := mustOpen(t, t.TempDir(), o)
+	defer a.Close()
+	b := mustOpen(t, t.TempDir(), o)
+	defer b.Close()
+	if a.Identity() != b.Identity() {
+		t.Fatalf("identities %+v and %+v", a.Identity(), b.Identity())
+	}
+	if _, err := os.Stat(filepath.Join(a.Dir(), secretName)); !os.IsNotExist(err) {
+		t.Fatal("a secret was made in the data directory beside --secret-file")
 	}
 }

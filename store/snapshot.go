@@ -31,6 +31,10 @@ func (s *Store) snapshot() (SnapshotInfo, error) {
 	// written (the engine changes first, the log follows), so the rows
 	// copied below hold it. Frames after it are replayed; applying one the
 	// snapshot already holds changes nothing.
+	var state []byte
+	if s.snapState != nil {
+		state = s.snapState()
+	}
 	ws := s.wal.Stats()
 	index := ws.LastIndex
 	dir := filepath.Join(s.dir, snapDirName)
@@ -80,6 +84,11 @@ func (s *Store) snapshot() (SnapshotInfo, error) {
 	if err := w.WriteBlob(blobRules, s.eng.ExportRules()); err != nil {
 		return SnapshotInfo{}, err
 	}
+	if state != nil {
+		if err := w.WriteBlob(blobState, state); err != nil {
+			return SnapshotInfo{}, err
+		}
+	}
 	written, err := w.Commit()
 	if err != nil {
 		return SnapshotInfo{}, fmt.Errorf("commit snapshot: %w", err)
@@ -109,5 +118,8 @@ func (s *Store) snapshot() (SnapshotInfo, error) {
 	}
 	s.log.Info("snapshot written", "path", info.Path, "wal_index", index, "triplets", triplets,
 		"bytes", info.Bytes, "duration", info.Duration.Round(time.Millisecond))
+	for _, fn := range s.snapHooks {
+		fn(info)
+	}
 	return info, nil
 }

@@ -47,6 +47,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer gets the log's metrics; nil means none.
 	Registerer prometheus.Registerer
+	// SecretFile, if set, is where the hash secret is read from, in place
+	// of the data directory's secret file; it is never made there. The
+	// nodes of a fleet share one secret (README: the fleet).
+	SecretFile string
 	// OpenLog opens the write-ahead log; nil means wal.Open. Tests hand in
 	// a log that fails on command.
 	OpenLog func(dir string, o wal.Options) (Log, error)
@@ -125,6 +129,8 @@ type Store struct {
 
 	lossC      chan wal.Loss // the log lost frames: snapshot at once
 	snapMu     sync.Mutex    // one snapshot at a time
+	snapState  func() []byte // under snapMu: SetSnapshotState's
+	snapHooks  []func(SnapshotInfo)
 	lastSnap   atomic.Pointer[SnapshotInfo]
 	snapBytes  atomic.Uint64 // log payload bytes at the last snapshot's start
 	snapFailed atomic.Uint64
@@ -162,6 +168,7 @@ type Recovery struct {
 	Frames          uint64   // log frames replayed
 	Records         uint64
 	WALRepair       wal.RepairReport
+	State           []byte // the loaded snapshot's SetSnapshotState blob; nil if none
 	SnapshotTime    time.Duration
 	ReplayTime      time.Duration
 	SecretCreated   bool
@@ -216,7 +223,13 @@ func (s *Store) open() error {
 	if err != nil {
 		return err
 	}
-	secret, created, err := loadSecret(s.dir, existed)
+	var secret []byte
+	var created bool
+	if s.opts.SecretFile != "" {
+		secret, _, err = readSecret(s.opts.SecretFile, existed, false)
+	} else {
+		secret, created, err = loadSecret(s.dir, existed)
+	}
 	if err != nil {
 		return err
 	}
@@ -303,7 +316,39 @@ const (
 	tableTriplets = 1
 	tableClients  = 2
 	blobRules     = 3
+	blobState     = 4 // SetSnapshotState's blob, opaque here
 )
+
+// readSnapshotInto merges a snapshot file's rows and rules into eng and
+// returns what Read found and the file's state blob, if any.
+func readSnapshotInto(eng *engine.Engine, path string) (snapshot.Info, []byte, error) {
+	var state []byte
+	info, err := snapshot.Read(path, snapshot.Visitor{
+		Rows: func(table uint8, keys []uint64, cols [][]uint32) error {
+			switch table {
+			case tableTriplets:
+				if len(cols) != 2 {
+					return fmt.Errorf("triplet table with %d columns", len(cols))
+				}
+				return eng.ImportTriplets(keys, cols[0], cols[1])
+			case tableClients:
+				return eng.ImportClients(keys, cols)
+			}
+			return nil // a table a newer version added
+		},
+		Blob: func(id uint8, data []byte) error {
+			switch id {
+			case blobRules:
+				_, err := eng.Apply(data)
+				return err
+			case blobState:
+				state = append([]byte(nil), data...)
+			}
+			return nil
+		},
+	})
+	return info, state, err
+}
 
 // loadSnapshot loads the newest snapshot that reads back whole into a fresh
 // engine, renaming corrupt ones .broken on the way.
@@ -322,29 +367,9 @@ func (s *Store) loadSnapshot(secret []byte, dir string) (*engine.Engine, *snapsh
 				return nil, nil, fmt.Errorf("%w: snapshot %s was written with keys %q and secret id %016x, this server has %q and %016x",
 					ErrIncompatible, info.Path, info.Header.KeyOptions, info.Header.SecretID, s.keys, s.secretID)
 			}
-			var read snapshot.Info
-			read, err = snapshot.Read(info.Path, snapshot.Visitor{
-				Rows: func(table uint8, keys []uint64, cols [][]uint32) error {
-					switch table {
-					case tableTriplets:
-						if len(cols) != 2 {
-							return fmt.Errorf("triplet table with %d columns", len(cols))
-						}
-						return eng.ImportTriplets(keys, cols[0], cols[1])
-					case tableClients:
-						return eng.ImportClients(keys, cols)
-					}
-					return nil // a table a newer version added
-				},
-				Blob: func(id uint8, data []byte) error {
-					if id == blobRules {
-						_, err := eng.Apply(data)
-						return err
-					}
-					return nil
-				},
-			})
-			if err == nil {
+			read, state, rerr := readSnapshotInto(eng, info.Path)
+			if err = rerr; err == nil {
+				s.recovery.State = state
 				return eng, &read, nil
 			}
 			if !errors.Is(err, snapshot.ErrCorrupt) && !errors.Is(err, engine.ErrBadRecord) {
