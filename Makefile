@@ -13,7 +13,8 @@ BENCHTIME   ?= 2s
 # API, and those inside a package that test its internals.
 FUZZ_TARGETS = $(shell grep -o '^func Fuzz[A-Za-z0-9]*' fuzz/*_test.go server/*_test.go | sed 's|/[^/]*:func |:|')
 
-.PHONY: all build install unit-check run test check fmt-check vet staticcheck unit bench bench-peers fuzz e2e e2e-postfix e2e-exim clean
+.PHONY: all build install unit-check run test check fmt-check vet staticcheck unit bench bench-peers fuzz e2e e2e-postfix e2e-exim clean \
+	dashboard deploy-check
 
 all: build
 
@@ -36,9 +37,9 @@ install: build
 
 # test is what CI runs: formatting, vet, staticcheck, then every test under
 # the race detector, the parsers' tests again without their assembly (purego,
-# the code other architectures run), vet for arm64, and the systemd unit's
-# check.
-test: check unit unit-check
+# the code other architectures run), vet for arm64, the systemd unit's
+# check, and the dashboard's and alerting rules' check.
+test: check unit unit-check deploy-check
 
 check: fmt-check vet staticcheck
 
@@ -46,11 +47,15 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
+# deploy/ is a module of its own, so that its tools' dependencies (Grafana's
+# SDK, Prometheus's PromQL parser) stay out of greyhold's go.mod.
 vet:
 	$(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 
 staticcheck:
 	$(GO) run $(STATICCHECK) ./...
+	cd deploy && $(GO) run $(STATICCHECK) ./...
 
 unit:
 	$(GO) test -race -timeout 15m ./...
@@ -62,6 +67,18 @@ unit:
 # under strace; it installs systemd-analyze and strace when missing.
 unit-check:
 	bash cmd/greyhold/systemd/check.sh
+
+# deploy-check holds deploy/'s Grafana dashboard and Prometheus alerting
+# rules to promtool (check rules, and the rules' unit tests) and every
+# series they name to a live greyhold's /metrics (deploy/check.sh; it
+# installs Debian's prometheus package, for promtool, when it is missing).
+deploy-check:
+	bash deploy/check.sh
+
+# dashboard writes deploy/grafana/greyhold.json from deploy/dashboard's
+# table of panels; deploy-check fails while the committed file differs.
+dashboard:
+	cd deploy && $(GO) run ./cmd/dashboard grafana/greyhold.json
 
 # e2e runs greyhold behind a real, private Postfix over SMTP, then behind a
 # real Exim through the README's ACL snippet (e2e/README.md); it installs
