@@ -46,6 +46,8 @@ func main() {
 		code = runSnapshot(args)
 	case "inspect":
 		code = runInspect(args)
+	case "manpage":
+		code = runManpage(args)
 	case "version", "--version", "-version":
 		fmt.Println("greyhold", version)
 	case "help", "-h", "--help":
