@@ -14,7 +14,7 @@ BENCHTIME   ?= 2s
 FUZZ_TARGETS = $(shell grep -o '^func Fuzz[A-Za-z0-9]*' fuzz/*_test.go server/*_test.go | sed 's|/[^/]*:func |:|')
 
 .PHONY: all build install unit-check run test check fmt-check vet staticcheck unit bench bench-peers fuzz e2e e2e-postfix e2e-exim clean \
-	dashboard deploy-check
+	dashboard deploy-check deb deb-check
 
 all: build
 
@@ -38,8 +38,9 @@ install: build
 # test is what CI runs: formatting, vet, staticcheck, then every test under
 # the race detector, the parsers' tests again without their assembly (purego,
 # the code other architectures run), vet for arm64, the systemd unit's
-# check, and the dashboard's and alerting rules' check.
-test: check unit unit-check deploy-check
+# check, the dashboard's and alerting rules' check, and the Debian
+# package's.
+test: check unit unit-check deploy-check deb-check
 
 check: fmt-check vet staticcheck
 
@@ -74,6 +75,19 @@ unit-check:
 # installs Debian's prometheus package, for promtool, when it is missing).
 deploy-check:
 	bash deploy/check.sh
+
+# deb builds dist/greyhold_<version>_<arch>.deb for amd64 and arm64 with
+# dpkg-deb (deploy/debian/build.sh; DEB_MAINTAINER sets the Maintainer).
+deb:
+	GO=$(GO) bash deploy/debian/build.sh amd64 arm64
+
+# deb-check builds both packages, holds them to lintian, installs this
+# machine's with dpkg -i, runs the packaged greyhold as its unit would and
+# asks it a policy request, then removes and purges it, checking what each
+# step leaves (deploy/debian/check.sh; root; it installs lintian when
+# missing).
+deb-check:
+	GO=$(GO) bash deploy/debian/check.sh
 
 # dashboard writes deploy/grafana/greyhold.json from deploy/dashboard's
 # table of panels; deploy-check fails while the committed file differs.
@@ -113,4 +127,4 @@ fuzz:
 	@GO=$(GO) bash fuzz/run.sh $(FUZZTIME) $(FUZZ_TARGETS)
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
