@@ -19,7 +19,9 @@
 #   5. dpkg -r removes the program and keeps the state and the settings;
 #      dpkg -P then removes both.
 #
-# Installs lintian with apt-get when it is missing. A greyhold package
+# DEB_CHECK_DEBS=DIR checks the packages in DIR instead of building them
+# (on a machine without Go, or packages built elsewhere). Installs lintian
+# and adduser with apt-get when they are missing. A greyhold package
 # already installed stops the check (under CI=true it is purged first).
 # One check at a time per machine: a lock file serialises concurrent runs.
 set -Eeuo pipefail
@@ -282,21 +284,24 @@ check_remove() {
 main() {
 	((EUID == 0)) || die "needs root: it installs and removes the package"
 	TMP=$(mktemp -d)
+	mkdir -p /run/lock
 	exec 9>/run/lock/greyhold-deb-check.lock
 	flock -w 600 9 || die "another deb-check has held /run/lock/greyhold-deb-check.lock for 10 minutes"
 	need lintian:lintian adduser:adduser
 	check_versions
-	DEB_OUT=$TMP/dist bash "$HERE/build.sh" amd64 arm64
-	local host
+	local dist=${DEB_CHECK_DEBS:-$TMP/dist}
+	[[ -n ${DEB_CHECK_DEBS:-} ]] || DEB_OUT=$dist bash "$HERE/build.sh" amd64 arm64
+	local host deb
 	host=$(dpkg --print-architecture)
-	for deb in "$TMP"/dist/*.deb; do
+	for deb in "$dist"/greyhold_*.deb; do
+		[[ -f $deb ]] || fail "no greyhold_*.deb in $dist"
 		local arch=${deb##*_}
 		arch=${arch%.deb}
 		check_contents "$deb" "$arch"
 		check_lintian "$deb"
 	done
 	local mine
-	mine=$(ls "$TMP"/dist/greyhold_*_"$host".deb 2>/dev/null) || fail "no package for this machine's architecture ($host)"
+	mine=$(ls "$dist"/greyhold_*_"$host".deb 2>/dev/null) || fail "no package for this machine's architecture ($host)"
 	check_install "$mine"
 	check_remove
 	say "$PASSED passed, 0 failed"
