@@ -4,8 +4,12 @@
 //
 // # Keys
 //
-// A triplet is (client network, normalised sender, normalised recipient);
-// normalize.go has the rules and the reasons for them. Its key is xxhash64
+// A triplet is (client, normalised sender, normalised recipient);
+// normalize.go has the rules and the reasons for them. The client is its
+// network, or in name mode (KeyOptions.Identity) the organisation of its
+// verified, non-generic name (identity.go), so a sending pool that retries
+// from another network, or a host over the other address family, meets
+// its triplet again. Its key is xxhash64
 // over a 16-byte secret followed by those fields, so the same triplet always
 // lands on the same key, and files holding keys cannot be matched against a
 // dictionary of addresses. With 64-bit keys the chance that two of n

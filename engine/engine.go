@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -82,6 +83,11 @@ type Decision struct {
 	// Key is the triplet's key, which decision log lines show in place of
 	// addresses (the server's LogHashes).
 	Key uint64
+	// Ident says who the client was taken to be: its network, or its
+	// name's organisation, which starts NameAt bytes into the request's
+	// ClientName (AppendIdentity renders either).
+	Ident  IdentKind
+	NameAt uint8
 }
 
 // Request is one question: may this client send from this sender to this
@@ -113,6 +119,8 @@ type Engine struct {
 	views       []tableView
 	shift       uint
 	maxPerShard int
+
+	names suffixCache // name mode only
 
 	static    atomic.Pointer[whitelist.Set]
 	rules     atomic.Pointer[ruleSet]
@@ -200,8 +208,10 @@ func netEnd(p netip.Prefix) int {
 // was not decided and nothing changed.
 func (e *Engine) Check(now Time, req *Request, ch *Changes) (Decision, error) {
 	var st checkState
-	e.prepare(req, &st)
-	return e.finish(now, req, &st, ch)
+	e.prepare(req, &st, 0)
+	d, err := e.finish(now, req, &st, ch)
+	d.Ident, d.NameAt = st.ident, st.nameAt
+	return d, err
 }
 
 // Result is one request's outcome in a batch: a decision, or the error
@@ -225,13 +235,27 @@ func (e *Engine) CheckBatch(now Time, reqs []Request, res []Result, recs []byte)
 	var st [2]checkState
 	var ch Changes
 	n := 0
-	e.prepare(&reqs[0], &st[0])
+	// In name mode each request's name is hashed two ahead (restHash),
+	// so its line of the name cache is on its way by the time prepare
+	// reads it.
+	var hashes [4]uint64
+	named := e.opts.Keys.Identity == IdentityName
+	if named {
+		for i := range min(2, len(reqs)) {
+			hashes[i] = e.names.restHash(reqs[i].ClientName)
+		}
+	}
+	e.prepare(&reqs[0], &st[0], hashes[0])
 	for i := range reqs {
+		if named && i+2 < len(reqs) {
+			hashes[(i+2)&3] = e.names.restHash(reqs[i+2].ClientName)
+		}
 		if i+1 < len(reqs) {
-			e.prepare(&reqs[i+1], &st[(i+1)&1])
+			e.prepare(&reqs[i+1], &st[(i+1)&1], hashes[(i+1)&3])
 		}
 		ch.Reset()
 		res[i].Decision, res[i].Err = e.finish(now, &reqs[i], &st[i&1], &ch)
+		res[i].Ident, res[i].NameAt = st[i&1].ident, st[i&1].nameAt
 		if ch.Count() > 0 {
 			recs = append(recs, ch.Bytes()...)
 			n += ch.Count()
@@ -251,6 +275,8 @@ type checkState struct {
 	n                   int    // their length in kb otherwise
 	senderAt, senderEnd int
 	k                   uint64
+	ident               IdentKind
+	nameAt              uint8
 }
 
 func (st *checkState) keyBytes() []byte {
@@ -262,7 +288,8 @@ func (st *checkState) keyBytes() []byte {
 
 // prepare parses and normalises req into st and starts loading its home
 // slot. It reads no state under a lock and changes none.
-func (e *Engine) prepare(req *Request, st *checkState) {
+func (e *Engine) prepare(req *Request, st *checkState, nameHash uint64) {
+	st.ident, st.nameAt = IdentNone, 0
 	addr, err := parseAddr(req.ClientAddr)
 	if err != nil {
 		st.err = fmt.Errorf("%w: %q", ErrBadClientAddress, req.ClientAddr)
@@ -275,7 +302,15 @@ func (e *Engine) prepare(req *Request, st *checkState) {
 	st.err, st.big = nil, nil
 	st.addr = addr.Unmap().WithZone("")
 	st.network = clientNet(st.addr, &e.opts.Keys)
-	buf, at, end := e.appendTriplet(st.kb[:0], st.network, req.Sender, req.Recipient)
+	st.ident, st.nameAt = IdentNetwork, 0
+	ident := ""
+	if e.opts.Keys.Identity == IdentityName {
+		if f := e.names.analyseName(req.ClientName, st.addr, nameHash); f.verified && !f.generic {
+			ident = strings.TrimSuffix(req.ClientName, ".")[f.identAt:]
+			st.ident, st.nameAt = IdentName, uint8(f.identAt)
+		}
+	}
+	buf, at, end := e.appendTriplet(st.kb[:0], st.network, ident, req.Sender, req.Recipient)
 	if len(buf) > len(st.kb) {
 		// A copy: keeping buf, which may be st.kb itself, would send st
 		// to the heap on every check.
@@ -307,7 +342,7 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes) (De
 		d, touched := e.known(s, now, k, i, ch)
 		s.mu.Unlock()
 		if touched && e.p.awl > 0 {
-			e.touchClient(now, e.clientKey(buf, network), ch)
+			e.touchClient(now, e.clientKey(st, buf, network), ch)
 		}
 		return d, nil
 	}
@@ -315,7 +350,7 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes) (De
 
 	var ck uint64
 	if e.p.awl > 0 {
-		ck = e.clientKey(buf, network)
+		ck = e.clientKey(st, buf, network)
 		if e.clientListed(now, ck, ch) {
 			return Decision{Verdict: Pass, Reason: ReasonClientAWL, Key: k}, nil
 		}
@@ -346,7 +381,17 @@ func checkAddresses(req *Request) error {
 	return nil
 }
 
-func (e *Engine) clientKey(buf []byte, network netip.Prefix) uint64 {
+// clientKey is the client network's key for the auto-whitelist, which is
+// counted per network whatever the identity: a verified name never
+// whitelists a whole provider. In network mode the triplet's key bytes
+// begin with it.
+func (e *Engine) clientKey(st *checkState, buf []byte, network netip.Prefix) uint64 {
+	if st.ident == IdentName {
+		var b [secretLen + 1 + 18]byte
+		copy(b[:], e.secret[:])
+		b[secretLen] = 'c'
+		return xxhash.Sum64(appendNet(b[:secretLen+1], network))
+	}
 	end := netEnd(network)
 	buf[secretLen] = 'c'
 	k := xxhash.Sum64(buf[:end])
@@ -656,21 +701,30 @@ func (e *Engine) Stats() Stats {
 	return st
 }
 
-// TripletKey returns the key of a triplet, as Check computes it.
+// TripletKey returns the key of a triplet whose client is keyed by its
+// network, as Check computes it for a client without a name identity.
 func (e *Engine) TripletKey(addr netip.Addr, sender, recipient string) uint64 {
 	var kb keyBuf
-	buf, _, _ := e.appendTriplet(kb[:0], clientNet(addr.Unmap().WithZone(""), &e.opts.Keys), sender, recipient)
+	buf, _, _ := e.appendTriplet(kb[:0], clientNet(addr.Unmap().WithZone(""), &e.opts.Keys), "", sender, recipient)
 	return xxhash.Sum64(buf)
 }
 
 // appendTriplet appends the bytes a triplet key is hashed from: secret, tag,
-// network, sender length, normalised sender, normalised recipient. The
-// length keeps sender and recipient apart without a reserved separator.
-// senderAt and senderEnd delimit the normalised sender.
-func (e *Engine) appendTriplet(buf []byte, network netip.Prefix, sender, recipient string) (out []byte, senderAt, senderEnd int) {
+// client, sender length, normalised sender, normalised recipient. The
+// client is the network, or with ident set the name identity: 'n', its
+// length and its bytes, the 'n' setting it apart from a network's family
+// byte (4 or 6). The length keeps sender and recipient apart without a
+// reserved separator. senderAt and senderEnd delimit the normalised
+// sender.
+func (e *Engine) appendTriplet(buf []byte, network netip.Prefix, ident string, sender, recipient string) (out []byte, senderAt, senderEnd int) {
 	buf = append(buf, e.secret[:]...)
 	buf = append(buf, 't')
-	buf = appendNet(buf, network)
+	if ident != "" {
+		buf = append(buf, 'n', byte(len(ident)))
+		buf = appendLower(buf, ident)
+	} else {
+		buf = appendNet(buf, network)
+	}
 	lenAt := len(buf)
 	buf = append(buf, 0, 0)
 	buf = appendSender(buf, sender, e.opts.Keys.NoSenderNormalisation)

@@ -156,7 +156,8 @@ func TestClientNetwork(t *testing.T) {
 func TestKeyOptionsString(t *testing.T) {
 	for _, k := range []KeyOptions{
 		DefaultKeyOptions(),
-		{IPv4Prefix: 32, IPv6Prefix: 128, NoSenderNormalisation: true, StripRecipientExtension: true},
+		{IPv4Prefix: 32, IPv6Prefix: 128, NoSenderNormalisation: true, StripRecipientExtension: true, Identity: IdentityNetwork},
+		{IPv4Prefix: 24, IPv6Prefix: 64, Identity: IdentityName},
 	} {
 		s := k.String()
 		got, err := ParseKeyOptions(s)
@@ -164,7 +165,25 @@ func TestKeyOptionsString(t *testing.T) {
 			t.Errorf("ParseKeyOptions(%q) = %+v, %v; want %+v", s, got, err, k)
 		}
 	}
-	for _, bad := range []string{"", "keys=2 ipv4=/24 ipv6=/64 sender=normalised recipient-ext=kept", "keys=1 ipv4=/33 ipv6=/64 sender=normalised recipient-ext=kept", "keys=1 ipv4=/24"} {
+	// What a data directory written before client identities recorded.
+	old, err := ParseKeyOptions("keys=1 ipv4=/24 ipv6=/64 sender=normalised recipient-ext=kept")
+	if err != nil || old != DefaultKeyOptions() {
+		t.Errorf("options without identity = %+v, %v; want network mode %+v", old, err, DefaultKeyOptions())
+	}
+	name := KeyOptions{IPv4Prefix: 24, IPv6Prefix: 64, Identity: IdentityName}
+	if want := "keys=1 ipv4=/24 ipv6=/64 sender=normalised recipient-ext=kept identity=name psl=" + SuffixList(); name.String() != want {
+		t.Errorf("name mode: %q, want %q", name.String(), want)
+	}
+	// Another list is read back, kept apart and told.
+	other, err := ParseKeyOptions("keys=1 ipv4=/24 ipv6=/64 sender=normalised recipient-ext=kept identity=name psl=2020-01-01.000000000000")
+	if err != nil || !other.ListDiffers() || !other.SameExceptList(name) || other == name || other.Validate() == nil {
+		t.Errorf("another list: %+v, %v (differs %v)", other, err, other.ListDiffers())
+	}
+	for _, bad := range []string{"", "keys=2 ipv4=/24 ipv6=/64 sender=normalised recipient-ext=kept", "keys=1 ipv4=/33 ipv6=/64 sender=normalised recipient-ext=kept", "keys=1 ipv4=/24",
+		"keys=1 ipv4=/24 ipv6=/64 sender=normalised recipient-ext=kept identity=auto",
+		"keys=1 ipv4=/24 ipv6=/64 sender=normalised recipient-ext=kept identity=name",
+		"keys=1 ipv4=/24 ipv6=/64 sender=normalised recipient-ext=kept identity=network psl=" + SuffixList(),
+		"keys=1 ipv4=/24 ipv6=/64 sender=normalised recipient-ext=kept identity=host"} {
 		if _, err := ParseKeyOptions(bad); err == nil {
 			t.Errorf("ParseKeyOptions(%q): no error", bad)
 		}

@@ -25,6 +25,14 @@ type KeyOptions struct {
 	// StripRecipientExtension drops a "+extension" from the recipient's
 	// local part, so user+a@ and user+b@ share a triplet.
 	StripRecipientExtension bool
+	// Identity says who the client is (identity.go): its network, or its
+	// verified name's organisation. An engine needs IdentityNetwork or
+	// IdentityName; IdentityAuto is for a store to resolve.
+	Identity Identity
+	// SuffixList names the public suffix list name identities were made
+	// with; "" is the one compiled in (SuffixList). It is read back from
+	// recorded options, and an engine refuses any other.
+	SuffixList string
 }
 
 // keyScheme names the normalisation rules of this version. A change to those
@@ -32,13 +40,23 @@ type KeyOptions struct {
 const keyScheme = 1
 
 // DefaultKeyOptions returns postgrey's defaults: /24 and /64 networks, sender
-// normalisation on, recipient extensions kept.
+// normalisation on, recipient extensions kept, clients keyed by network.
 func DefaultKeyOptions() KeyOptions {
-	return KeyOptions{IPv4Prefix: 24, IPv6Prefix: 64}
+	return KeyOptions{IPv4Prefix: 24, IPv6Prefix: 64, Identity: IdentityNetwork}
 }
 
 // Validate reports the first invalid field.
 func (k KeyOptions) Validate() error {
+	switch k.Identity {
+	case IdentityNetwork, IdentityName:
+	case IdentityAuto:
+		return errors.New("client identity not chosen: want name or network")
+	default:
+		return fmt.Errorf("client identity %d: want name or network", k.Identity)
+	}
+	if k.SuffixList != "" && k.SuffixList != SuffixList() {
+		return fmt.Errorf("public suffix list %s: this version has %s", k.SuffixList, SuffixList())
+	}
 	if k.IPv4Prefix < 1 || k.IPv4Prefix > 32 {
 		return fmt.Errorf("ipv4 prefix %d: must be 1..32 (32 = exact address)", k.IPv4Prefix)
 	}
@@ -48,8 +66,12 @@ func (k KeyOptions) Validate() error {
 	return nil
 }
 
-// String renders the options in the form stored beside the data and shown in
-// errors: "keys=1 ipv4=/24 ipv6=/64 sender=normalised recipient-ext=kept".
+// String renders the options in the form stored beside the data, compared
+// between the nodes of a fleet and shown in errors: "keys=1 ipv4=/24
+// ipv6=/64 sender=normalised recipient-ext=kept identity=network", and in
+// name mode "... identity=name psl=2026-02-06.d6c92f1bbb74", the public
+// suffix list that shapes name keys. The list shapes no key in network
+// mode, so it is not named there.
 func (k KeyOptions) String() string {
 	sender, rext := "normalised", "kept"
 	if k.NoSenderNormalisation {
@@ -58,14 +80,44 @@ func (k KeyOptions) String() string {
 	if k.StripRecipientExtension {
 		rext = "stripped"
 	}
-	return fmt.Sprintf("keys=%d ipv4=/%d ipv6=/%d sender=%s recipient-ext=%s",
-		keyScheme, k.IPv4Prefix, k.IPv6Prefix, sender, rext)
+	s := fmt.Sprintf("keys=%d ipv4=/%d ipv6=/%d sender=%s recipient-ext=%s identity=%s",
+		keyScheme, k.IPv4Prefix, k.IPv6Prefix, sender, rext, k.Identity)
+	if k.Identity == IdentityName {
+		s += " psl=" + k.suffixList()
+	}
+	return s
 }
 
-// ParseKeyOptions reads the String form back.
+func (k KeyOptions) suffixList() string {
+	if k.SuffixList == "" {
+		return SuffixList()
+	}
+	return k.SuffixList
+}
+
+// SameExceptList reports whether k and o key every request alike but for
+// the public suffix list: with another list only the names whose
+// registrable domain moved between the two key otherwise.
+func (k KeyOptions) SameExceptList(o KeyOptions) bool {
+	k.SuffixList, o.SuffixList = "", ""
+	return k == o
+}
+
+// ListDiffers reports whether k was recorded with a public suffix list
+// other than the one compiled in (only name mode records one).
+func (k KeyOptions) ListDiffers() bool {
+	return k.Identity == IdentityName && k.suffixList() != SuffixList()
+}
+
+// ParseKeyOptions reads the String form back. Options recorded before
+// client identities existed have no identity field: they are network mode.
+// A list other than the one compiled in is kept in SuffixList, which
+// Validate refuses: the caller decides what a changed list means
+// (ListDiffers).
 func ParseKeyOptions(s string) (KeyOptions, error) {
-	var k KeyOptions
+	k := KeyOptions{Identity: IdentityNetwork}
 	seen := 0
+	psl := false
 	for _, f := range strings.Fields(s) {
 		name, val, ok := strings.Cut(f, "=")
 		if !ok {
@@ -97,6 +149,21 @@ func ParseKeyOptions(s string) (KeyOptions, error) {
 			default:
 				err = errors.New("want kept or stripped")
 			}
+		case "identity":
+			k.Identity, err = ParseIdentity(val)
+			if err == nil && k.Identity == IdentityAuto {
+				err = errors.New("want name or network")
+			}
+			seen--
+		case "psl":
+			if val == "" {
+				err = errors.New("empty")
+			}
+			if val != SuffixList() {
+				k.SuffixList = val
+			}
+			psl = true
+			seen--
 		default:
 			return k, fmt.Errorf("key options %q: unknown field %q", s, name)
 		}
@@ -106,9 +173,18 @@ func ParseKeyOptions(s string) (KeyOptions, error) {
 		seen++
 	}
 	if seen != 5 {
-		return k, fmt.Errorf("key options %q: want 5 fields, have %d", s, seen)
+		return k, fmt.Errorf("key options %q: want the 5 fields keys, ipv4, ipv6, sender and recipient-ext, have %d", s, seen)
 	}
-	return k, k.Validate()
+	if psl != (k.Identity == IdentityName) {
+		return k, fmt.Errorf("key options %q: psl goes with identity=name, and only with it", s)
+	}
+	saved := k.SuffixList
+	k.SuffixList = ""
+	if err := k.Validate(); err != nil {
+		return k, fmt.Errorf("key options %q: %w", s, err)
+	}
+	k.SuffixList = saved
+	return k, nil
 }
 
 // Options shape the engine's decisions. Start from DefaultOptions: the zero

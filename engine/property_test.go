@@ -62,7 +62,7 @@ func runWorkload(t *testing.T, e *Engine, w *testutil.Workload, n int, l *logged
 	}
 }
 
-func newEngine(t *testing.T, mut func(*Options)) *Engine {
+func newEngine(t testing.TB, mut func(*Options)) *Engine {
 	t.Helper()
 	o := DefaultOptions()
 	mut(&o)

@@ -303,6 +303,10 @@ func (s *Server) appendDecision(dst []byte, req *engine.Request, r *store.Result
 		o.str("verdict", r.Verdict.String())
 		o.str("reason", r.Reason.String())
 	}
+	// An identity is a DNS name's letters, digits, '-', '_' and dots, or
+	// a network: nothing JSON escapes.
+	o.key("identity")
+	o.b = append(s.st.AppendIdentity(append(o.b, '"'), req, &r.Decision), '"')
 	switch {
 	case r.Verdict == engine.Defer:
 		o.uint("seconds_left", uint64(r.Left))

@@ -38,13 +38,13 @@ func TestHTTPCheck(t *testing.T) {
 			t.Errorf("%s %s %s:\n got %d %s\nwant %d %s", method, path, body, code, got, wantCode, want)
 		}
 	}
-	f("POST", "/v1/check", check, 200, `{"verdict":"defer","reason":"new","seconds_left":300,"action":"DEFER_IF_PERMIT","text":"4.7.1 Greylisted, please retry in 5m"}`)
+	f("POST", "/v1/check", check, 200, `{"verdict":"defer","reason":"new","identity":"net:192.0.2.0/24","seconds_left":300,"action":"DEFER_IF_PERMIT","text":"4.7.1 Greylisted, please retry in 5m"}`)
 	ts.clock.Advance(100 * time.Second)
-	f("POST", "/v1/check", check, 200, `{"verdict":"defer","reason":"early-retry","seconds_left":200,"action":"DEFER_IF_PERMIT","text":"4.7.1 Greylisted, please retry in 3m20s"}`)
+	f("POST", "/v1/check", check, 200, `{"verdict":"defer","reason":"early-retry","identity":"net:192.0.2.0/24","seconds_left":200,"action":"DEFER_IF_PERMIT","text":"4.7.1 Greylisted, please retry in 3m20s"}`)
 	// The API's own time, with the test clock.
 	at := t0.Unix() + 300
 	code, got := ts.http("POST", "/v1/check", strings.TrimSuffix(check, "}")+fmt.Sprintf(`,"time":%d}`, at), "")
-	if code != 200 || !strings.HasPrefix(got, `{"verdict":"pass","reason":"passed","delayed":300,"header":"X-Greylist: delayed 300 seconds by greyhold-test at mx.test; `) {
+	if code != 200 || !strings.HasPrefix(got, `{"verdict":"pass","reason":"passed","identity":"net:192.0.2.0/24","delayed":300,"header":"X-Greylist: delayed 300 seconds by greyhold-test at mx.test; `) {
 		t.Errorf("first pass: %d %s", code, got)
 	}
 

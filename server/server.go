@@ -86,6 +86,12 @@ type Checker interface {
 	// LogKey is the keyed hash of a request field that logs show in
 	// place of the value with Config.LogAddresses set to LogHashes.
 	LogKey(field byte, value string) uint64
+	// AppendIdentity appends who the client of a decision was taken to
+	// be, as engine.Engine.AppendIdentity does.
+	AppendIdentity(dst []byte, req *engine.Request, d *engine.Decision) []byte
+	// EngineOptions are the options the decisions are made with, the
+	// client identity and the selection rules among them.
+	EngineOptions() engine.Options
 }
 
 var _ Checker = (*store.Store)(nil)
@@ -589,6 +595,7 @@ func (s *Server) logDecision(proto string, req *engine.Request, d engine.Decisio
 		attrs = append(attrs, slog.Int("delay", int(d.Delayed)))
 	}
 	attrs = append(attrs,
+		slog.String("identity", s.shown('i', string(s.st.AppendIdentity(nil, req, &d)))),
 		slog.String("client_name", s.shown('n', req.ClientName)),
 		slog.String("client_address", s.shown('a', req.ClientAddr)),
 		slog.String("sender", s.shown('s', req.Sender)),

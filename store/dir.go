@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/greyhold/greyhold/engine"
 	"github.com/greyhold/greyhold/internal/durable"
 )
 
@@ -161,38 +163,97 @@ type meta struct {
 }
 
 // checkMeta compares the directory's recorded key options and secret with
-// ours, or records them on first use. existed says the file was there.
-func checkMeta(dir, keys string, sid uint64) (existed bool, err error) {
+// ours, or records them on first use, and returns the key options to run
+// with; existed says the file was there. A client identity left to
+// IdentityAuto takes the one the directory was written with (network for
+// one written before identities existed); with no greyhold.json it is
+// name for a fresh directory and network beside state whose record was
+// lost (the snapshots' key options are checked all the same). One given
+// and different is refused, since none of the directory's triplets would
+// be found. A directory whose name keys were made with another public
+// suffix list (an upgrade brought a newer one) is taken on with a warning
+// and the list recorded anew: only the names whose registrable domain
+// moved key otherwise, and their senders wait out one more delay.
+func checkMeta(dir string, want engine.KeyOptions, sid uint64, fresh bool, log *slog.Logger) (engine.KeyOptions, bool, error) {
 	path := filepath.Join(dir, metaName)
-	want := meta{Format: formatVersion, Keys: keys, SecretID: fmt.Sprintf("%016x", sid)}
+	rec := meta{Format: formatVersion, SecretID: fmt.Sprintf("%016x", sid)}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		want.Created = time.Now().UTC().Truncate(time.Second)
-		out, _ := json.MarshalIndent(want, "", "  ")
-		if err := durable.WriteFile(path, append(out, '\n'), 0o644); err != nil {
-			return false, fmt.Errorf("write %s: %w", path, err)
+		if want.Identity == engine.IdentityAuto {
+			want.Identity = engine.IdentityNetwork
+			if fresh {
+				want.Identity = engine.IdentityName
+			}
 		}
-		return false, nil
+		rec.Keys = want.String()
+		rec.Created = time.Now().UTC().Truncate(time.Second)
+		return want, false, writeMeta(path, rec)
 	}
 	if err != nil {
-		return true, fmt.Errorf("read %s: %w", path, err)
+		return want, true, fmt.Errorf("read %s: %w", path, err)
 	}
 	var have meta
 	if err := json.Unmarshal(b, &have); err != nil {
-		return true, fmt.Errorf("%s: %w", path, err)
+		return want, true, fmt.Errorf("%s: %w", path, err)
 	}
 	if have.Format != formatVersion {
-		return true, fmt.Errorf("%w: %s has format %d, this version reads %d", ErrIncompatible, path, have.Format, formatVersion)
+		return want, true, fmt.Errorf("%w: %s has format %d, this version reads %d", ErrIncompatible, path, have.Format, formatVersion)
 	}
-	if have.Keys != keys {
-		return true, fmt.Errorf("%w: %s was written with %q but this server has %q; start with the same key options (prefix lengths, normalisation) or use a new data directory",
-			ErrIncompatible, dir, have.Keys, keys)
+	if have.SecretID != rec.SecretID {
+		return want, true, fmt.Errorf("%w: the secret in %s (id %s) is not the one the state was written with (id %s); restore the original secret file",
+			ErrIncompatible, dir, rec.SecretID, have.SecretID)
 	}
-	if have.SecretID != want.SecretID {
-		return true, fmt.Errorf("%w: the secret in %s (id %s) is not the one the state was written with (id %s); restore the original secret file",
-			ErrIncompatible, dir, want.SecretID, have.SecretID)
+	recorded, err := engine.ParseKeyOptions(have.Keys)
+	if err != nil {
+		return want, true, fmt.Errorf("%w: %s: %v", ErrIncompatible, path, err)
 	}
-	return true, nil
+	if want.Identity == engine.IdentityAuto {
+		want.Identity = recorded.Identity
+	}
+	if want.Identity != recorded.Identity {
+		return want, true, fmt.Errorf("%w: %s was written with --client-identity=%s and this server has --client-identity=%s, which keys clients otherwise, so none of its triplets would be found; start without --client-identity (or with --client-identity=%s) to keep using it, or give a new --data-dir to start over with %s",
+			ErrIncompatible, dir, recorded.Identity, want.Identity, recorded.Identity, want.Identity)
+	}
+	if !recorded.SameExceptList(want) {
+		return want, true, fmt.Errorf("%w: %s was written with %q but this server has %q; start with the same key options (prefix lengths, normalisation) or use a new data directory",
+			ErrIncompatible, dir, have.Keys, want.String())
+	}
+	if recorded.ListDiffers() || have.Keys != want.String() {
+		if recorded.ListDiffers() {
+			log.Warn("the data directory's name keys were made with another public suffix list; taking it on with this one (senders whose registrable domain moved between the lists wait out one more delay)",
+				"dir", dir, "recorded", recorded.SuffixList, "now", engine.SuffixList())
+		}
+		have.Keys = want.String()
+		if err := writeMeta(path, have); err != nil {
+			return want, true, err
+		}
+	}
+	return want, true, nil
+}
+
+// sameKeys reports whether keys recorded in a snapshot header key as ours
+// do, under checkMeta's rule: the same options, the public suffix list
+// aside.
+func sameKeys(recorded []byte, ours engine.KeyOptions) bool {
+	k, err := engine.ParseKeyOptions(string(recorded))
+	return err == nil && k.SameExceptList(ours)
+}
+
+func writeMeta(path string, m meta) error {
+	out, _ := json.MarshalIndent(m, "", "  ")
+	if err := durable.WriteFile(path, append(out, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// CheckEngineOptions checks engine options as Open takes them: with the
+// client identity perhaps still to be taken from the data directory.
+func CheckEngineOptions(o engine.Options) error {
+	if o.Keys.Identity == engine.IdentityAuto {
+		o.Keys.Identity = engine.IdentityName
+	}
+	return o.Validate()
 }
 
 // DefaultMaxEntries sizes the triplet bound from the memory this process

@@ -182,7 +182,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.ExpireInterval <= 0 {
 		opts.ExpireInterval = time.Minute
 	}
-	if err := opts.Engine.Validate(); err != nil {
+	if err := CheckEngineOptions(opts.Engine); err != nil {
 		return nil, fmt.Errorf("store options: %w", err)
 	}
 	logger := opts.Logger
@@ -195,8 +195,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.OpenLog == nil {
 		opts.OpenLog = openWAL
 	}
-	s := &Store{dir: dir, opts: opts, base: logger, log: logger.With("component", "store"), keys: opts.Engine.Keys.String(),
-		lossC: make(chan wal.Loss, 1)}
+	s := &Store{dir: dir, opts: opts, base: logger, log: logger.With("component", "store"), lossC: make(chan wal.Loss, 1)}
 	lock, err := lockDir(dir)
 	if err != nil {
 		return nil, err
@@ -238,10 +237,11 @@ func (s *Store) open() error {
 		s.log.Info("made a new hash secret; copy it to every MX host that is to share this state", "path", filepath.Join(s.dir, secretName))
 	}
 	s.secretID = secretID(secret)
-	metaExisted, err := checkMeta(s.dir, s.keys, s.secretID)
+	keys, metaExisted, err := checkMeta(s.dir, s.opts.Engine.Keys, s.secretID, existed == "", s.log)
 	if err != nil {
 		return err
 	}
+	s.opts.Engine.Keys, s.keys = keys, keys.String()
 	if !metaExisted && existed != "" {
 		s.log.Warn("greyhold.json was missing beside existing state: written again from the options given",
 			"dir", s.dir, "state", existed,
@@ -363,7 +363,7 @@ func (s *Store) loadSnapshot(secret []byte, dir string) (*engine.Engine, *snapsh
 			return nil, nil, err
 		}
 		if info.Err == nil {
-			if string(info.Header.KeyOptions) != s.keys || info.Header.SecretID != s.secretID {
+			if !sameKeys(info.Header.KeyOptions, s.opts.Engine.Keys) || info.Header.SecretID != s.secretID {
 				return nil, nil, fmt.Errorf("%w: snapshot %s was written with keys %q and secret id %016x, this server has %q and %016x",
 					ErrIncompatible, info.Path, info.Header.KeyOptions, info.Header.SecretID, s.keys, s.secretID)
 			}

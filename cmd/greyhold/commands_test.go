@@ -148,3 +148,36 @@ func TestRefusedListenersTouchNoData(t *testing.T) {
 		})
 	}
 }
+
+// TestClientIdentityOption: --client-identity is name or network; unset,
+// a new data directory is name mode, and a directory is refused another
+// mode than its own with an error saying what to do.
+func TestClientIdentityOption(t *testing.T) {
+	c := defaultServeConfig()
+	c.clientIdentity = "host"
+	if _, err := c.options(slog.New(slog.DiscardHandler), nil); err == nil || !strings.Contains(err.Error(), "--client-identity") {
+		t.Errorf("--client-identity=host: %v", err)
+	}
+	c = defaultServeConfig()
+	c.dataDir = filepath.Join(t.TempDir(), "data")
+	o, err := c.options(slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(c.dataDir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := st.Engine().Options().Keys.Identity; id != engine.IdentityName {
+		t.Errorf("a new directory without --client-identity: %v, want name", id)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.clientIdentity = "network"
+	c.policyListen, c.lineListen, c.httpListen = "127.0.0.1:0", "", ""
+	err = serve(&c, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "--client-identity=name") || !strings.Contains(err.Error(), "--data-dir") {
+		t.Errorf("--client-identity=network on a name directory: %v", err)
+	}
+}

@@ -35,6 +35,7 @@ type serveConfig struct {
 	awlClients                                     int
 	ipv4Prefix, ipv6Prefix                         int
 	rawSender, stripRcptExt                        bool
+	clientIdentity                                 string
 
 	fsync                          string
 	snapshotInterval               time.Duration
@@ -122,6 +123,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.ipv6Prefix, "ipv6-prefix", c.ipv6Prefix, "IPv6 prefix length that makes a client network (128: exact address)")
 	fs.BoolVar(&c.rawSender, "no-sender-normalisation", false, "compare senders as sent (lowercased) without unwrapping BATV/SRS or collapsing VERP digits")
 	fs.BoolVar(&c.stripRcptExt, "strip-recipient-extension", false, "drop +extensions from recipients, so user+a@ and user+b@ share a triplet")
+	fs.StringVar(&c.clientIdentity, "client-identity", "", "who the client is: name (a verified, non-generic client_name's organisation, else the network) or network (the /24 or /64, as postgrey); unset: what the data directory was written with, name for a new one")
 
 	fs.StringVar(&c.fsync, "fsync", c.fsync, "when the log is fsynced: always (before answering), an interval such as 1s (writes before answering, syncs on the interval), or never")
 	fs.Var(duration{&c.snapshotInterval, time.Minute}, "snapshot-interval", "take a snapshot this often (0: only on size, on request and at exit); a bare number is minutes")
@@ -223,6 +225,11 @@ func (c *serveConfig) options(logger *slog.Logger, reg prometheus.Registerer) (s
 	o.Engine.Keys.IPv6Prefix = c.ipv6Prefix
 	o.Engine.Keys.NoSenderNormalisation = c.rawSender
 	o.Engine.Keys.StripRecipientExtension = c.stripRcptExt
+	id, err := engine.ParseIdentity(c.clientIdentity)
+	if err != nil {
+		return o, fmt.Errorf("--client-identity: %w", err)
+	}
+	o.Engine.Keys.Identity = id
 	o.Engine.Shards = c.shards
 	switch {
 	case c.maxEntries < 0:
@@ -230,7 +237,7 @@ func (c *serveConfig) options(logger *slog.Logger, reg prometheus.Registerer) (s
 	default:
 		o.Engine.MaxEntries = c.maxEntries
 	}
-	if err := o.Engine.Validate(); err != nil {
+	if err := store.CheckEngineOptions(o.Engine); err != nil {
 		return o, err
 	}
 	mode, err := wal.ParseSyncMode(c.fsync)
@@ -415,7 +422,7 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	logger.Info("recovery done", "duration", time.Since(start).Round(time.Millisecond))
+	logger.Info("recovery done", "duration", time.Since(start).Round(time.Millisecond), "keys", st.Engine().Options().Keys.String())
 
 	scfg.Store = st
 	srv, err := server.New(scfg)

@@ -1,0 +1,674 @@
+package engine
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
+	"golang.org/x/net/publicsuffix"
+)
+
+// Who the client of a triplet is. A sending pool (Gmail, Outlook, Amazon
+// SES, every large ESP) retries from another address, often in another
+// /24, and a dual-stack host from the other address family: keyed by its
+// network, such a triplet never repeats and the mail waits for hours. So
+// in name mode a client with a verified, non-generic name is its name's
+// organisation instead: the name minus its first label, never shorter
+// than its registrable domain on the public suffix list
+// (mail-wr1-f54.google.com is google.com, a8-30.smtp-out.amazonses.com is
+// smtp-out.amazonses.com). Postfix's client_name is forward-confirmed (the
+// PTR name resolves back to the address) and "unknown" otherwise, so no
+// DNS lookup is needed here; reverse_client_name, which anyone can set in
+// their PTR, is never used.
+//
+// A generic name, one an access provider or a cloud gives every address
+// it has, would turn a whole provider into one client: a botnet there
+// would pass on its first retry from any other infected host. Such names
+// fall back to the network (see genericName for what counts).
+
+// Identity is how a client is named in its triplets' keys.
+type Identity uint8
+
+// Identities.
+const (
+	// IdentityAuto is no choice: a store keeps the mode its data directory
+	// was written with, and takes IdentityName for a new one. An engine
+	// needs one of the two below.
+	IdentityAuto Identity = iota
+	// IdentityNetwork keys every client by its network (/24, /64), as
+	// postgrey does.
+	IdentityNetwork
+	// IdentityName keys a client with a verified, non-generic name by that
+	// name's organisation, any other by its network.
+	IdentityName
+)
+
+func (i Identity) String() string {
+	switch i {
+	case IdentityNetwork:
+		return "network"
+	case IdentityName:
+		return "name"
+	}
+	return "auto"
+}
+
+// ParseIdentity reads network or name ("" and auto are IdentityAuto).
+func ParseIdentity(s string) (Identity, error) {
+	switch s {
+	case "network":
+		return IdentityNetwork, nil
+	case "name":
+		return IdentityName, nil
+	case "", "auto":
+		return IdentityAuto, nil
+	}
+	return 0, fmt.Errorf("client identity %q: want name or network", s)
+}
+
+// SuffixList names the public suffix list compiled in, in the form the key
+// options record: the list's date and the first 12 digits of its git
+// revision ("2026-02-06.d6c92f1bbb74"), or a hash of the library's
+// description of it if that ever changes shape. Two engines key names
+// alike only with the same list.
+func SuffixList() string { return suffixListID }
+
+var suffixListID = func() string {
+	v := publicsuffix.List.String()
+	m := regexp.MustCompile(`revision ([0-9a-f]{12})[0-9a-f]* \((\d{4}-\d\d-\d\d)`).FindStringSubmatch(v)
+	if m == nil {
+		return fmt.Sprintf("h%016x", xxhash.Sum64String(v))
+	}
+	return m[2] + "." + m[1]
+}()
+
+// IdentKind says which identity a decision's triplet was keyed by.
+type IdentKind uint8
+
+// Identity kinds of a decision.
+const (
+	IdentNone    IdentKind = iota // no decision was made
+	IdentNetwork                  // the client network
+	IdentName                     // the client name's organisation
+)
+
+// maxNameLen bounds a DNS name (RFC 1035: 253 characters in text). A
+// longer client_name is not a name and counts as none.
+const maxNameLen = 253
+
+// nameFacts is what the client name says about the client, beyond the
+// lowercased name itself.
+type nameFacts struct {
+	verified bool // a name Postfix confirmed: not "unknown", and a valid DNS name
+	generic  bool // verified, but generic (genericName)
+	// identAt is where the identity starts in the name, for a verified,
+	// non-generic name.
+	identAt int
+}
+
+// suffixCache remembers, for the rest of a name after its first label,
+// what the public suffix list says about names under it and what the rest
+// holds of the generic-name tests (restFacts). A lookup in the list is a
+// few hundred nanoseconds (a binary search per label), as long as the rest
+// of a check, and so is reading a whole name byte by byte; the rests of
+// the names that send mail repeat (google.com,
+// outbound.protection.outlook.com, hsd1.ca.comcast.net), so a small table
+// of them leaves a check only the first label to read. The table is a set
+// of cache lines of four slots each, so a rest costs at most one line
+// from memory and rests that land on one line do not push each other out.
+// A slot is two words: the rest's hash, then its facts with the hash's
+// top 16 bits above them, so a reader that meets a slot half rewritten by
+// another check sees the mismatch and looks the rest up again.
+type suffixCache struct {
+	lines  [suffixCacheLines][2 * suffixWays]atomic.Uint64
+	victim atomic.Uint32 // which slot of a full line a fill takes, in turn; an empty one first
+}
+
+// 2048 lines of four, 128 KiB: the rests a large MX hears from in a day
+// (measured with BenchmarkIdentityCost's 997 rests: at 8192 slots mapped
+// one to one, a tenth of the checks met a rest pushed out by another).
+const (
+	suffixCacheLines = 1 << 11
+	suffixWays       = 4
+)
+
+// restFacts are facts about the names X.rest for any first label X: a
+// pure function of rest, so every node keys alike whatever it saw before.
+const (
+	restLenMask = 0xff   // the registrable domain's length when rest holds it
+	restKnown   = 1 << 8 // the slot is filled
+	restSuffix  = 1 << 9 // rest is itself a public suffix: the registrable domain is the whole name
+	restNone    = 1 << 10
+	restPrivate = 1 << 11
+	restWords   = 1 << 12 // a dynamic word in front of the registrable domain
+	restHex     = 1 << 13 // a run of eight hex digits, maybe the address
+	restMany    = 1 << 14 // more than restNums numbers, or eight one-hex-digit labels
+	restInvalid = 1 << 46 // not labels of a DNS name
+	restV6Shift = 15      // 2 bits: parts that read as 1..4 hex digits, at most 3
+	restNShift  = 17      // 2 bits: numbers kept
+	restNumBits = 9       // each number, 511 when over 255
+	restNumAt   = 19
+	restNums    = 3
+	restTagAt   = 48
+)
+
+func (c *suffixCache) lookup(h uint64, fill func() uint64) uint64 {
+	line := &c.lines[h&(suffixCacheLines-1)]
+	for w := 0; w < 2*suffixWays; w += 2 {
+		if line[w].Load() == h {
+			if v := line[w+1].Load(); v>>restTagAt == h>>restTagAt && v&restKnown != 0 {
+				return v & (1<<restTagAt - 1)
+			}
+		}
+	}
+	f := fill()
+	w := 2 * int(c.victim.Add(1)%suffixWays)
+	for e := 0; e < 2*suffixWays; e += 2 {
+		if line[e].Load() == 0 {
+			w = e
+			break
+		}
+	}
+	line[w].Store(h)
+	line[w+1].Store(h>>restTagAt<<restTagAt | f)
+	return f
+}
+
+// nameInfo returns restNone when the whole name is a public suffix, from
+// the cache (under another hash than the rests') or the list.
+func (c *suffixCache) nameInfo(name string) uint64 {
+	h := xxhash.Sum64String(name) ^ 0x9e3779b97f4a7c15
+	return c.lookup(h, func() uint64 {
+		var b [maxNameLen]byte
+		lowerInto(b[:len(name)], name)
+		if ps, _ := publicsuffix.PublicSuffix(string(b[:len(name)])); len(ps) >= len(name) {
+			return restKnown | restNone
+		}
+		return restKnown
+	})
+}
+
+// probeLabel stands for any first label when the list is asked about a
+// rest: a name no rule of the list spells, so the answer holds for every
+// host under rest that is not itself listed by name (as s3.amazonaws.com
+// is). Asking about the rest rather than each name keeps the answer one
+// per rest, cacheable and the same on every node.
+const probeLabel = "0greyhold-probe0"
+
+// lookupRest works out the facts for rest (any case): the public suffix
+// list's answer, then what the generic-name tests find in it.
+func lookupRest(raw string) uint64 {
+	var b [len(probeLabel) + 1 + maxNameLen]byte
+	n := copy(b[:], probeLabel)
+	b[n] = '.'
+	n++
+	rest := b[n : n+len(raw)]
+	lowerInto(rest, raw)
+	n += len(raw)
+	var sc nameScan
+	if !scanName(rest, &sc) {
+		return restKnown | restInvalid
+	}
+	name := string(b[:n])
+	ps, icann := publicsuffix.PublicSuffix(name)
+	f := uint64(restKnown)
+	regAt := 0
+	switch {
+	case len(ps) >= n:
+		// The probe name is a public suffix itself (a wildcard rule such
+		// as *.compute-1.amazonaws.com): no host under rest has a
+		// registrable domain.
+		return restKnown | restNone
+	case !icann && strings.IndexByte(ps, '.') >= 0:
+		return restKnown | restPrivate
+	case len(ps) >= len(rest):
+		f |= restSuffix
+	default:
+		// The registrable domain is the suffix and the label before it.
+		i := len(rest) - len(ps) - 1
+		regAt = strings.LastIndexByte(string(rest[:i]), '.') + 1
+		f |= uint64(len(rest) - regAt)
+	}
+	if sc.firstWord >= 0 && sc.firstWord < regAt {
+		f |= restWords
+	}
+	if sc.hexRun >= 8 {
+		f |= restHex
+	}
+	if sc.nn > restNums || sc.nibbles >= 8 {
+		f |= restMany
+	}
+	f |= uint64(min(sc.v6Parts, 3)) << restV6Shift
+	f |= uint64(min(sc.nn, restNums)) << restNShift
+	for k := range min(sc.nn, restNums) {
+		v := uint64(min(sc.nums[k], 511))
+		f |= v << (restNumAt + restNumBits*k)
+	}
+	return f
+}
+
+// dynamicWords are label parts that access providers, hosting and cloud
+// networks put in the names they give each address: the experience of
+// sqlgrey's dyn_fqdn.regexp, Haraka's fcrdns and rspamd's hfilter, kept to
+// whole parts (between dots, dashes and digits) so that words containing
+// them (liverpool, hostinger, ship) are not caught.
+var dynamicWords = map[string]bool{}
+
+// mayBeDynamic has bit l-'a' of mayBeDynamic[n][f-'a'] set when a word of
+// dynamicWords is n letters long, begins with f and ends with l: nearly
+// every part of a mail host's name (mail, wr, smtp, out, shop) is turned
+// down without a map lookup.
+var mayBeDynamic [16][26]uint32
+
+func init() {
+	for _, w := range strings.Fields(`
+		dyn dynamic dynip dynamicip dhcp dialup dial dialin dip ppp pppoe pool pools
+		dsl adsl vdsl xdsl sdsl hdsl cable cbl kabel catv docsis hsd cpe cpc
+		broadband bband ftth fttb fttc fttp fttx fiber fibre wifi wlan wimax wireless
+		cust customer customers client clients host hosts ip ips res resi resident residential
+		user users abo subscriber subscribers mobile mobil gprs umts lte nat cgn cgnat
+		unassigned unused noreverse nxdomain reverse rev ptr members`) {
+		dynamicWords[w] = true
+		mayBeDynamic[len(w)][w[0]-'a'] |= 1 << (w[len(w)-1] - 'a')
+	}
+}
+
+func isDynamicWord(w []byte) bool {
+	return len(w) < len(mayBeDynamic) && mayBeDynamic[len(w)][w[0]-'a']&(1<<(w[len(w)-1]-'a')) != 0 && dynamicWords[string(w)]
+}
+
+// maxNums is how many numbers of a label the address test keeps; a
+// first label with more is generic on its own.
+const maxNums = 8
+
+// nameScan is what one pass over labels (lowercase) finds: its numbers,
+// its first dynamic word and the shapes the address may be spelt in.
+type nameScan struct {
+	firstWord int // where the first dynamic word starts, or -1
+	nums      [maxNums]uint32
+	nn        int // numbers seen, maxNums+1 for too many or one too long
+	hexRun    int // the longest run of hex digits
+	v6Parts   int // parts between separators that read as 1..4 hex digits
+	nibbles   int // the longest run of labels of one hex digit
+}
+
+// scanName reads labels (lowercase) into sc and checks they make a DNS
+// name: letters, digits, '-' and '_' in labels of 1..63 bytes between
+// dots. It reports false for anything else, which counts as no name.
+func scanName(b []byte, sc *nameScan) bool {
+	*sc = nameScan{firstWord: -1}
+	labelAt, partAt, runAt, nibbles := 0, 0, 0, 0
+	partHex := true
+	for i := 0; i <= len(b); {
+		if i < len(b) && b[i] >= 'a' && b[i] <= 'z' {
+			j := i
+			for j < len(b) && b[j] >= 'a' && b[j] <= 'z' {
+				if b[j] > 'f' {
+					sc.hexRun = max(sc.hexRun, j-runAt)
+					runAt, partHex = j+1, false
+				}
+				j++
+			}
+			if sc.firstWord < 0 && isDynamicWord(b[i:j]) {
+				sc.firstWord = i
+			}
+			i = j
+			continue
+		}
+		if i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			j := i
+			v := uint64(0)
+			for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+				v = min(v*10+uint64(b[j]-'0'), 1<<33)
+				j++
+			}
+			switch {
+			case sc.nn < maxNums && v < 1<<32:
+				sc.nums[sc.nn] = uint32(v)
+				sc.nn++
+			default:
+				sc.nn = maxNums + 1
+			}
+			i = j
+			continue
+		}
+		// A separator or the end: a part, and perhaps a label, is over.
+		sc.hexRun = max(sc.hexRun, i-runAt)
+		runAt = i + 1
+		if partHex && i > partAt && i-partAt <= 4 {
+			sc.v6Parts++
+		}
+		partAt, partHex = i+1, true
+		if i == len(b) || b[i] == '.' {
+			if i == labelAt || i-labelAt > 63 {
+				return false
+			}
+			if i-labelAt == 1 && isHex(b[labelAt]) {
+				nibbles++
+				sc.nibbles = max(sc.nibbles, nibbles)
+			} else {
+				nibbles = 0
+			}
+			labelAt = i + 1
+		} else if b[i] != '-' && b[i] != '_' {
+			return false
+		}
+		i++
+	}
+	return true
+}
+
+// scanFirstLabel reads the first label of name (any case) into sc, up to
+// its dot, and returns where that dot is (len(name) when there is none);
+// false if it is not a label (scanName's rules). The rest of the name
+// comes from the cache, so this is all a check reads of most names.
+func scanFirstLabel(name string, sc *nameScan) (int, bool) {
+	*sc = nameScan{firstWord: -1}
+	i, runAt, partAt := 0, 0, 0
+	partHex := true
+	for ; i < len(name) && name[i] != '.'; i++ {
+		ch := name[i] | 0x20 // lowercase for letters; digits and '-' keep their class below
+		switch {
+		case 'a' <= ch && ch <= 'z' && name[i] >= 'A':
+			j := i
+			for j < len(name) && name[j]|0x20 >= 'a' && name[j]|0x20 <= 'z' && name[j] >= 'A' {
+				if name[j]|0x20 > 'f' {
+					sc.hexRun = max(sc.hexRun, j-runAt)
+					runAt, partHex = j+1, false
+				}
+				j++
+			}
+			if sc.firstWord < 0 && isDynamicWordFold(name[i:j]) {
+				sc.firstWord = i
+			}
+			i = j - 1
+		case '0' <= name[i] && name[i] <= '9':
+			j := i
+			v := uint64(0)
+			for j < len(name) && name[j] >= '0' && name[j] <= '9' {
+				v = min(v*10+uint64(name[j]-'0'), 1<<33)
+				j++
+			}
+			if sc.nn < maxNums && v < 1<<32 {
+				sc.nums[sc.nn] = uint32(v)
+				sc.nn++
+			} else {
+				sc.nn = maxNums + 1
+			}
+			i = j - 1
+		case name[i] == '-' || name[i] == '_':
+			sc.hexRun = max(sc.hexRun, i-runAt)
+			runAt = i + 1
+			if partHex && i > partAt && i-partAt <= 4 {
+				sc.v6Parts++
+			}
+			partAt, partHex = i+1, true
+		default:
+			return i, false
+		}
+	}
+	sc.hexRun = max(sc.hexRun, i-runAt)
+	if partHex && i > partAt && i-partAt <= 4 {
+		sc.v6Parts++
+	}
+	return i, i > 0 && i <= 63
+}
+
+// isDynamicWordFold is isDynamicWord for a word of letters in any case.
+func isDynamicWordFold(w string) bool {
+	if len(w) >= len(mayBeDynamic) || mayBeDynamic[len(w)][w[0]|0x20-'a']&(1<<(w[len(w)-1]|0x20-'a')) == 0 {
+		return false
+	}
+	var b [16]byte
+	lowerInto(b[:len(w)], w)
+	return dynamicWords[string(b[:len(w)])]
+}
+
+// restHash returns the hash a name's rest is cached under, 0 for a name
+// without one, and starts loading the rest's cache line: a batch asks two
+// requests ahead, so the line, as likely as the triplet table's slots to
+// have left the CPU's caches, is there when the name is read.
+func (c *suffixCache) restHash(name string) uint64 {
+	name = strings.TrimSuffix(name, ".")
+	dot := strings.IndexByte(name, '.')
+	if dot < 0 || len(name) > maxNameLen {
+		return 0
+	}
+	h := xxhash.Sum64String(name[dot+1:])
+	prefetchLine(uintptr(unsafe.Pointer(&c.lines[h&(suffixCacheLines-1)])))
+	return h
+}
+
+// analyseName decides what a client name says (nameFacts). addr is the
+// client's address, for the test of whether the name spells it; h is the
+// rest's hash when restHash has made it already, else 0. It allocates
+// nothing and reads the name once: the first label byte by byte, the rest
+// through its hash, whose facts the cache holds.
+func (c *suffixCache) analyseName(name string, addr netip.Addr, h uint64) nameFacts {
+	var f nameFacts
+	if len(name) > 0 && name[len(name)-1] == '.' {
+		name = name[:len(name)-1]
+	}
+	if name == "" || len(name) > maxNameLen || (len(name) == 7 && strings.EqualFold(name, "unknown")) {
+		return f
+	}
+	var sc nameScan
+	dot, ok := scanFirstLabel(name, &sc)
+	if !ok {
+		return f
+	}
+	if dot == len(name) {
+		// One label, no registrable domain: a name, but a generic one.
+		f.verified, f.generic = true, true
+		return f
+	}
+	// The rest is hashed as it came; its facts are those of its lowercase
+	// form, so a name in capitals only takes a slot of its own.
+	rest := name[dot+1:]
+	if h == 0 {
+		h = xxhash.Sum64String(rest)
+	}
+	info := c.lookup(h, func() uint64 { return lookupRest(rest) })
+	if info&restInvalid != 0 {
+		return f
+	}
+	f.verified = true
+	switch {
+	case info&(restNone|restPrivate|restMany|restWords) != 0:
+		f.generic = true
+		return f
+	case info&restSuffix != 0:
+		// The registrable domain would be the whole name, unless the
+		// name is itself on the list (co.uk, blogspot.com): asked about
+		// the name itself, and remembered under it.
+		if c.nameInfo(name)&restNone != 0 {
+			f.generic = true
+			return f
+		}
+	default:
+		f.identAt = dot + 1
+		if sc.firstWord >= 0 {
+			f.generic = true // the first label is in front of the registrable domain
+			return f
+		}
+	}
+	f.generic = spellsAddress(name, &sc, info, addr)
+	return f
+}
+
+// spellsAddress reports whether a name (lowercase, its first label up to
+// dot scanned into sc, its rest's facts in info) spells the client's
+// address, as the names an access provider, a cloud or a hosting company
+// give each of its addresses do:
+//
+//   - all four octets as numbers, in any order and with any separators
+//     (c-73-15-22-101, 101.22.15.73, static.88.198.12.34; Orange's
+//     arouen-651-1-96-179.w90-3 splits them over two labels);
+//   - the address as eight hex digits (p5dcb1234) or, in the first label,
+//     as one decimal number;
+//   - two neighbouring octets in the labels after the first, the ones the
+//     identity would keep (w90-3, OVH's ip-51-68-12.eu): such an identity
+//     names a range of addresses, not an organisation;
+//   - more than three numbers after the first label, or eight labels of
+//     one hex digit (the ip6.arpa spelling), whatever their values;
+//   - for IPv6, three of its non-zero groups as hex parts.
+//
+// The last two octets alone in the first label are how pools name their
+// hosts (Amazon SES's a8-30 is 54.240.8.30, Mandrill's mail177-17), so
+// they do not make a name generic.
+func spellsAddress(name string, sc *nameScan, info uint64, addr netip.Addr) bool {
+	if sc.nn > maxNums {
+		return true // numbers no organisation names its hosts with
+	}
+	if !addr.Is4() {
+		return sc.v6Parts+int(info>>restV6Shift&3) >= 3 && spellsIPv6(name, addr)
+	}
+	b := addr.As4()
+	u := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	// found has bit o set once a number of the name has matched octet o;
+	// a number matches one octet only, so 1.1.2.3 needs two 1s.
+	found := uint32(0)
+	note := func(v uint32) {
+		if v > 255 {
+			return
+		}
+		m := uint32(0)
+		for o := range b {
+			if v == uint32(b[o]) {
+				m |= 1 << o
+			}
+		}
+		m &^= found
+		found |= m & -m
+	}
+	for _, v := range sc.nums[:sc.nn] {
+		if v == u && u > 255 {
+			return true
+		}
+		note(v)
+	}
+	prev := uint32(1 << 16)
+	for k := range int(info >> restNShift & 3) {
+		v := uint32(info >> (restNumAt + restNumBits*k) & (1<<restNumBits - 1))
+		note(v)
+		if (prev == uint32(b[0]) && v == uint32(b[1])) || (prev == uint32(b[1]) && v == uint32(b[0])) ||
+			(prev == uint32(b[2]) && v == uint32(b[3])) || (prev == uint32(b[3]) && v == uint32(b[2])) {
+			return true
+		}
+		prev = v
+	}
+	if found == 0xf {
+		return true
+	}
+	if sc.hexRun < 8 && info&restHex == 0 {
+		return false
+	}
+	const digits = "0123456789abcdef"
+	var hex [8]byte
+	for i := range hex {
+		hex[i] = digits[u>>(28-4*i)&0xf]
+	}
+	want := binary.LittleEndian.Uint64(hex[:])
+	for i := 0; i+8 <= len(name); i++ {
+		if le64(name[i:i+8])|0x2020202020202020 == want {
+			return true
+		}
+	}
+	return false
+}
+
+// spellsIPv6 is spellsAddress's test of IPv6 groups.
+func spellsIPv6(name string, addr netip.Addr) bool {
+	b := addr.As16()
+	var seen [8]bool
+	groups := 0
+	for i := 0; i < len(name); {
+		j := i
+		for j < len(name) && name[j] != '.' && name[j] != '-' && name[j] != '_' {
+			j++
+		}
+		if v, ok := parseHex16(name[i:j]); ok && v != 0 {
+			for g := range seen {
+				if !seen[g] && uint16(b[2*g])<<8|uint16(b[2*g+1]) == v {
+					seen[g] = true
+					if groups++; groups >= 3 {
+						return true
+					}
+					break
+				}
+			}
+		}
+		i = j + 1
+	}
+	return false
+}
+
+func parseHex16(b string) (uint16, bool) {
+	if len(b) == 0 || len(b) > 4 {
+		return 0, false
+	}
+	v := uint16(0)
+	for i := 0; i < len(b); i++ {
+		switch c := b[i] | 0x20; {
+		case '0' <= c && c <= '9':
+			v = v<<4 | uint16(c-'0')
+		case 'a' <= c && c <= 'f':
+			v = v<<4 | uint16(c-'a'+10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
+}
+
+// NameClass is what a client name says about the client, for rules and
+// tests: whether Postfix verified it, whether it is generic, and the
+// identity it gives in name mode.
+type NameClass struct {
+	Verified bool   // a forward-confirmed name (not "unknown")
+	Generic  bool   // verified but generic: the network stands for the client
+	Identity string // the organisation for a verified, non-generic name, else ""
+}
+
+// ClassifyName tells what a client name says about a client at addr, as
+// name mode reads it.
+func (e *Engine) ClassifyName(addr, name string) (NameClass, error) {
+	a, err := parseAddr(addr)
+	if err != nil {
+		return NameClass{}, fmt.Errorf("%w: %q", ErrBadClientAddress, addr)
+	}
+	f := e.names.analyseName(name, a.Unmap().WithZone(""), 0)
+	c := NameClass{Verified: f.verified, Generic: f.generic}
+	if f.verified && !f.generic {
+		c.Identity = strings.ToLower(strings.TrimSuffix(name, ".")[f.identAt:])
+	}
+	return c, nil
+}
+
+// AppendIdentity appends who the client of decision d on req was taken to
+// be: "name:google.com" or "net:192.0.2.0/24". It appends nothing for a
+// request that was not decided.
+func (e *Engine) AppendIdentity(dst []byte, req *Request, d *Decision) []byte {
+	switch d.Ident {
+	case IdentName:
+		name := strings.TrimSuffix(req.ClientName, ".")
+		if int(d.NameAt) > len(name) {
+			return dst
+		}
+		dst = append(dst, "name:"...)
+		return appendLower(dst, name[d.NameAt:])
+	case IdentNetwork:
+		p, err := ClientNetwork(req.ClientAddr, e.opts.Keys)
+		if err != nil {
+			return dst
+		}
+		dst = append(dst, "net:"...)
+		return p.AppendTo(dst)
+	}
+	return dst
+}
