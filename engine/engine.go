@@ -47,13 +47,14 @@ const (
 	ReasonClientAWL                    // the client network is auto-whitelisted
 	ReasonWhitelist                    // a whitelist rule matched
 	ReasonOverflow                     // memory bound reached and nothing evictable: fails open
+	ReasonRule                         // a selection rule, or the selection's default, said pass
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	ReasonNew: "new", ReasonEarlyRetry: "early-retry", ReasonPassed: "passed",
 	ReasonKnown: "known", ReasonClientAWL: "client-awl", ReasonWhitelist: "whitelist",
-	ReasonOverflow: "overflow",
+	ReasonOverflow: "overflow", ReasonRule: "rule",
 }
 
 func (r Reason) String() string {
@@ -88,6 +89,11 @@ type Decision struct {
 	// ClientName (AppendIdentity renders either).
 	Ident  IdentKind
 	NameAt uint8
+	// Rule is the selection rule that decided, its index + 1 in the
+	// engine's Selection; 0 when none did (the default, or no rules).
+	Rule uint8
+	// Noted has bit i set when rule i, a none rule, matched.
+	Noted uint64
 }
 
 // Request is one question: may this client send from this sender to this
@@ -95,9 +101,16 @@ type Decision struct {
 // into its read buffer.
 type Request struct {
 	ClientAddr string // IP address as text, as Postfix sends client_address
-	ClientName string // reverse DNS name, or "unknown"
+	ClientName string // the verified reverse DNS name, or "unknown" (Postfix's client_name)
 	Sender     string // envelope sender; "" for bounces
 	Recipient  string // envelope recipient
+
+	// What selection rules may read besides.
+	HELOName     string // helo_name; "" when not sent
+	SASLUsername string // sasl_username; set when the client authenticated
+	// DNSScore is the client's DNS list score, as the server's lookups
+	// have it at decision time (0 while unknown).
+	DNSScore int32
 }
 
 // secretLen is the length of the hash key. Sixteen bytes are fed in front of
@@ -121,6 +134,10 @@ type Engine struct {
 	maxPerShard int
 
 	names suffixCache // name mode only
+	// sel is the selection rules, nil when there are none and the
+	// default is greylist: a check then reads no rule at all.
+	sel       *Selection
+	readNames bool // name mode, or a rule reads what the name says
 
 	static    atomic.Pointer[whitelist.Set]
 	rules     atomic.Pointer[ruleSet]
@@ -159,6 +176,10 @@ func New(opts Options, secret []byte) (*Engine, error) {
 		e.shards[i].w = &wheel{}
 	}
 	e.rules.Store(&ruleSet{})
+	if len(opts.Select.Rules) > 0 || opts.Select.Default == ActPass {
+		e.sel = &e.opts.Select
+	}
+	e.readNames = opts.Keys.Identity == IdentityName || opts.Select.NeedsNames()
 	return e, nil
 }
 
@@ -239,7 +260,7 @@ func (e *Engine) CheckBatch(now Time, reqs []Request, res []Result, recs []byte)
 	// so its line of the name cache is on its way by the time prepare
 	// reads it.
 	var hashes [4]uint64
-	named := e.opts.Keys.Identity == IdentityName
+	named := e.readNames
 	if named {
 		for i := range min(2, len(reqs)) {
 			hashes[i] = e.names.restHash(reqs[i].ClientName)
@@ -277,6 +298,7 @@ type checkState struct {
 	k                   uint64
 	ident               IdentKind
 	nameAt              uint8
+	names               nameFacts
 }
 
 func (st *checkState) keyBytes() []byte {
@@ -304,8 +326,10 @@ func (e *Engine) prepare(req *Request, st *checkState, nameHash uint64) {
 	st.network = clientNet(st.addr, &e.opts.Keys)
 	st.ident, st.nameAt = IdentNetwork, 0
 	ident := ""
-	if e.opts.Keys.Identity == IdentityName {
-		if f := e.names.analyseName(req.ClientName, st.addr, nameHash); f.verified && !f.generic {
+	st.names = nameFacts{}
+	if e.readNames {
+		st.names = e.names.analyseName(req.ClientName, st.addr, nameHash)
+		if f := st.names; f.verified && !f.generic && e.opts.Keys.Identity == IdentityName {
 			ident = strings.TrimSuffix(req.ClientName, ".")[f.identAt:]
 			st.ident, st.nameAt = IdentName, uint8(f.identAt)
 		}
@@ -335,7 +359,27 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes) (De
 		s.mu.Unlock()
 		return Decision{Verdict: Pass, Reason: ReasonWhitelist, Key: k}, nil
 	}
+	delay := e.p.delay
+	var pick selected
+	if e.sel != nil {
+		pick = e.selectFor(e.sel, req, st, buf)
+		if pick.action == ActPass {
+			s := e.shardOf(k)
+			s.mu.Lock()
+			s.stats.decisions[ReasonRule]++
+			s.mu.Unlock()
+			return Decision{Verdict: Pass, Reason: ReasonRule, Key: k, Rule: pick.rule, Noted: pick.noted}, nil
+		}
+		delay = pick.delay
+	}
+	d, err := e.lookup(now, st, buf, k, network, delay, ch)
+	d.Rule, d.Noted = pick.rule, pick.noted
+	return d, err
+}
 
+// lookup is the triplet lookup of a request no whitelist or rule passed,
+// with the delay its rule gave it.
+func (e *Engine) lookup(now Time, st *checkState, buf []byte, k uint64, network netip.Prefix, delay uint64, ch *Changes) (Decision, error) {
 	s := e.shardOf(k)
 	s.mu.Lock()
 	if i := s.t.find(k); i >= 0 && s.t.slots[i].e.passed() && !e.p.expired(s.t.slots[i].e, now) {
@@ -359,7 +403,7 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes) (De
 	// Decide again under the lock: another check may have changed the
 	// triplet while the client was looked up.
 	s.mu.Lock()
-	d, passed := e.decide(s, now, k, ch)
+	d, passed := e.decide(s, now, k, delay, ch)
 	s.mu.Unlock()
 	if passed && e.p.awl > 0 {
 		e.countClientPass(now, ck, ch)
@@ -416,7 +460,7 @@ func (e *Engine) known(s *shard, now Time, k uint64, i int, ch *Changes) (Decisi
 // decide runs the greylisting table (DESIGN §1) for a triplet that was not
 // known a moment ago. s is locked. passed reports a first pass, which the
 // client's auto-whitelist count must hear of.
-func (e *Engine) decide(s *shard, now Time, k uint64, ch *Changes) (d Decision, passed bool) {
+func (e *Engine) decide(s *shard, now Time, k uint64, delay uint64, ch *Changes) (d Decision, passed bool) {
 	i := s.t.find(k)
 	exists := i >= 0
 	var en entry
@@ -433,12 +477,12 @@ func (e *Engine) decide(s *shard, now Time, k uint64, ch *Changes) (d Decision, 
 		if now > en.first {
 			elapsed = uint64(now - en.first)
 		}
-		if elapsed < e.p.delay {
+		if elapsed < delay {
 			if en.word < passedBit-1 {
 				s.t.slots[i].e.word++
 			}
 			s.stats.decisions[ReasonEarlyRetry]++
-			return Decision{Verdict: Defer, Reason: ReasonEarlyRetry, Left: uint32(e.p.delay - elapsed), Key: k}, false
+			return Decision{Verdict: Defer, Reason: ReasonEarlyRetry, Left: uint32(delay - elapsed), Key: k}, false
 		}
 		nen := passedEntry(en.first, now)
 		s.put(k, en, true, nen)
@@ -459,7 +503,7 @@ func (e *Engine) decide(s *shard, now Time, k uint64, ch *Changes) (d Decision, 
 	}
 	ch.addTriplet(k, nen)
 	s.stats.decisions[ReasonNew]++
-	return Decision{Verdict: Defer, Reason: ReasonNew, Left: uint32(e.p.delay), Key: k}, false
+	return Decision{Verdict: Defer, Reason: ReasonNew, Left: uint32(delay), Key: k}, false
 }
 
 // clientListed reports whether the client network is auto-whitelisted,

@@ -220,6 +220,10 @@ type Options struct {
 	// MaxEntries bounds the triplets held in memory; 0 means no bound. Above
 	// it the oldest pending triplets are evicted, never passed ones.
 	MaxEntries int
+
+	// Select holds the selective greylisting rules (selection.go); none,
+	// and every client is greylisted.
+	Select Selection
 }
 
 // DefaultOptions returns postgrey's decisions with greyhold's sharding.
@@ -283,5 +287,5 @@ func (o *Options) Validate() error {
 	if o.MaxEntries < 0 {
 		return fmt.Errorf("max entries %d: must be 0 (no bound) or more", o.MaxEntries)
 	}
-	return nil
+	return o.Select.Validate()
 }

@@ -61,7 +61,8 @@ func FuzzPolicyParser(f *testing.F) {
 		var b strings.Builder
 		for _, a := range [][2]string{{"request", req.Request}, {"protocol_state", req.ProtocolState},
 			{"client_address", req.ClientAddress}, {"client_name", req.ClientName}, {"recipient", req.Recipient},
-			{"queue_id", req.QueueID}, {"instance", req.Instance}, {"policy_test_time", req.TestTime}} {
+			{"queue_id", req.QueueID}, {"instance", req.Instance}, {"helo_name", req.HELOName}, {"sasl_username", req.SASLUsername},
+			{"policy_test_time", req.TestTime}} {
 			if strings.HasSuffix(a[1], "\r") {
 				return
 			}

@@ -20,6 +20,7 @@ import (
 type PolicyRequest struct {
 	Request, ProtocolState, ClientAddress, ClientName string
 	Sender, Recipient, QueueID, Instance, TestTime    string
+	HELOName, SASLUsername                            string
 	HasSender                                         bool
 	Attributes                                        int
 }
@@ -42,7 +43,8 @@ func ParsePolicyRequest(buf []byte, lim Limits) (PolicyRequest, int, error) {
 		Request: string(r.request), ProtocolState: string(r.protocolState),
 		ClientAddress: string(r.clientAddress), ClientName: string(r.clientName),
 		Sender: string(r.sender), Recipient: string(r.recipient), QueueID: string(r.queueID),
-		Instance: string(r.instance), TestTime: string(r.testTime), HasSender: r.hasSender, Attributes: r.attrs,
+		Instance: string(r.instance), TestTime: string(r.testTime), HELOName: string(r.heloName), SASLUsername: string(r.saslUsername),
+		HasSender: r.hasSender, Attributes: r.attrs,
 	}, n, nil
 }
 

@@ -347,10 +347,12 @@ func (pc *policyConn) decide() {
 		pc.slot = append(pc.slot, len(pc.results)+len(pc.reqs))
 		pc.from = append(pc.from, i)
 		pc.reqs = append(pc.reqs, engine.Request{
-			ClientAddr: str(r.clientAddress),
-			ClientName: str(r.clientName),
-			Sender:     str(r.sender),
-			Recipient:  str(r.recipient),
+			ClientAddr:   str(r.clientAddress),
+			ClientName:   str(r.clientName),
+			Sender:       str(r.sender),
+			Recipient:    str(r.recipient),
+			HELOName:     str(r.heloName),
+			SASLUsername: str(r.saslUsername),
 		})
 	}
 	pc.flush(testTime)
@@ -383,7 +385,7 @@ func (pc *policyConn) reply(out []byte, i int) []byte {
 		return append(out, "action=DUNNO\n\n"...)
 	}
 	res := &pc.results[j]
-	if res.Err != nil {
+	if res.Err != nil || pc.s.cfg.Shadow {
 		return append(out, "action=DUNNO\n\n"...)
 	}
 	switch {

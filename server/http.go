@@ -208,6 +208,10 @@ func checkField(req *engine.Request, name []byte) *string {
 		return &req.Sender
 	case "recipient":
 		return &req.Recipient
+	case "helo_name":
+		return &req.HELOName
+	case "sasl_username":
+		return &req.SASLUsername
 	}
 	return nil
 }
@@ -243,7 +247,7 @@ func (s *Server) parseCheck(v *fastjson.Value, req *engine.Request) (int64, erro
 			t = n
 			return
 		default:
-			ferr = &fieldError{string(k), "unknown field (known: client_address, client_name, sender, recipient, time)"}
+			ferr = &fieldError{string(k), "unknown field (known: client_address, client_name, sender, recipient, helo_name, sasl_username, time)"}
 			return
 		}
 		b, err := v.StringBytes()
@@ -297,7 +301,14 @@ func (s *Server) appendDecision(dst []byte, req *engine.Request, r *store.Result
 		}
 		return o.end()
 	}
-	if int(r.Verdict) < len(decisionHeads) && int(r.Reason) < len(decisionHeads[0]) && decisionHeads[r.Verdict][r.Reason] != "" {
+	if s.cfg.Shadow {
+		// What enforcement would have said, under a pass.
+		o.str("verdict", "pass")
+		o.key("shadow")
+		o.b = append(o.b, "true"...)
+		o.str("would", r.Verdict.String())
+		o.str("reason", r.Reason.String())
+	} else if int(r.Verdict) < len(decisionHeads) && int(r.Reason) < len(decisionHeads[0]) && decisionHeads[r.Verdict][r.Reason] != "" {
 		o.b, o.first = append(dst, decisionHeads[r.Verdict][r.Reason]...), false
 	} else {
 		o.str("verdict", r.Verdict.String())
@@ -307,7 +318,14 @@ func (s *Server) appendDecision(dst []byte, req *engine.Request, r *store.Result
 	// a network: nothing JSON escapes.
 	o.key("identity")
 	o.b = append(s.st.AppendIdentity(append(o.b, '"'), req, &r.Decision), '"')
+	if s.ruleNames != nil {
+		o.str("rule", s.ruleNames[r.Rule])
+	}
 	switch {
+	case s.cfg.Shadow:
+		if r.Verdict == engine.Defer {
+			o.uint("seconds_left", uint64(r.Left))
+		}
 	case r.Verdict == engine.Defer:
 		o.uint("seconds_left", uint64(r.Left))
 		o.str("action", s.replies.action)

@@ -50,7 +50,7 @@ func TestHTTPCheck(t *testing.T) {
 
 	// Clear errors naming the field.
 	f("POST", "/v1/check", `{"client_address":"192.0.2.10","sender":"a@b","recipent":"x@y"}`, 400,
-		`{"error":"recipent: unknown field (known: client_address, client_name, sender, recipient, time)","field":"recipent"}`)
+		`{"error":"recipent: unknown field (known: client_address, client_name, sender, recipient, helo_name, sasl_username, time)","field":"recipent"}`)
 	f("POST", "/v1/check", `{"client_address":"192.0.2.10","sender":"a@b"}`, 400, `{"error":"recipient: missing","field":"recipient"}`)
 	f("POST", "/v1/check", `{"client_address":"300.1.1.1","sender":"a@b","recipient":"x@y"}`, 400,
 		`{"error":"client address is not an IP address: \"300.1.1.1\"","field":"client_address"}`)

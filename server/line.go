@@ -159,6 +159,7 @@ func (lc *lineConn) reply(out []byte, r *store.Result, req *engine.Request) []by
 		return append(out, '\n')
 	}
 	switch {
+	case s.cfg.Shadow:
 	case r.Verdict == engine.Defer:
 		out = append(out, "DEFER "...)
 		out = strconv.AppendUint(out, uint64(r.Left), 10)

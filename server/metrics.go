@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math/bits"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,26 @@ type metrics struct {
 	limitHits                   *prometheus.CounterVec
 	errors                      *prometheus.CounterVec
 	retryDelay                  prometheus.Histogram
+	// ruleDecided counts, by Decision.Rule and verdict (0 defer, 1 pass),
+	// the decisions of the selection rules; ruleNoted the matches of each
+	// none rule, by its index.
+	ruleDecided [][2]prometheus.Counter
+	ruleNoted   []prometheus.Counter
+}
+
+func (m *metrics) countRule(d *engine.Decision) {
+	v := 0
+	if d.Verdict == engine.Pass {
+		v = 1
+	}
+	if int(d.Rule) < len(m.ruleDecided) && m.ruleDecided[d.Rule][v] != nil {
+		m.ruleDecided[d.Rule][v].Inc()
+	}
+	for n := d.Noted; n != 0; n &= n - 1 {
+		if i := bits.TrailingZeros64(n); i < len(m.ruleNoted) && m.ruleNoted[i] != nil {
+			m.ruleNoted[i].Inc()
+		}
+	}
 }
 
 // latencyBuckets run from 10 µs (a pipelined check) to 1 s (a request
@@ -61,6 +82,32 @@ func newMetrics(s *Server, reg *prometheus.Registry) *metrics {
 	for _, k := range []string{"bad_request", "not_logged", "clock", "internal"} {
 		m.errors.WithLabelValues(k)
 	}
+	ruleDecisions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "greyhold_rule_decisions_total",
+		Help: "Decisions by the selection rule that made them (default: no rule did) and verdict; in shadow mode, what enforcement would do.",
+	}, []string{"rule", "verdict"})
+	ruleMatches := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "greyhold_rule_matches_total", Help: "Matches of selection rules whose action is none.",
+	}, []string{"rule"})
+	shadow := prometheus.NewGauge(prometheus.GaugeOpts{Name: "greyhold_shadow", Help: "1 in shadow mode (--shadow): every answer is DUNNO."})
+	if s.cfg.Shadow {
+		shadow.Set(1)
+	}
+	sel := s.st.EngineOptions().Select
+	for i, name := range s.ruleNames {
+		if i == 0 || sel.Rules[i-1].Action != engine.ActNone {
+			m.ruleDecided = append(m.ruleDecided, [2]prometheus.Counter{
+				ruleDecisions.WithLabelValues(name, "defer"), ruleDecisions.WithLabelValues(name, "pass")})
+		} else {
+			m.ruleDecided = append(m.ruleDecided, [2]prometheus.Counter{})
+		}
+	}
+	m.ruleNoted = make([]prometheus.Counter, len(sel.Rules))
+	for i, r := range sel.Rules {
+		if r.Action == engine.ActNone {
+			m.ruleNoted[i] = ruleMatches.WithLabelValues(r.Name)
+		}
+	}
 	dur := &latencies{
 		desc: prometheus.NewDesc("greyhold_request_duration_seconds",
 			"Time from reading a request to writing its answer, by protocol.", []string{"protocol"}, nil),
@@ -72,7 +119,7 @@ func newMetrics(s *Server, reg *prometheus.Registry) *metrics {
 		Help: "Bytes of HTTP request bodies being read or held now, against --http-body-budget.",
 	}, func() float64 { return float64(s.bodies.used.Load()) })
 	if reg != nil {
-		reg.MustRegister(dur, m.connsOpen, m.connsTotal, m.limitHits, m.errors, m.retryDelay, bodies, &stateCollector{s: s})
+		reg.MustRegister(dur, m.connsOpen, m.connsTotal, m.limitHits, m.errors, m.retryDelay, bodies, ruleDecisions, ruleMatches, shadow, &stateCollector{s: s})
 	}
 	return m
 }

@@ -79,6 +79,8 @@ type policyRequest struct {
 	recipient     []byte
 	queueID       []byte
 	instance      []byte
+	heloName      []byte
+	saslUsername  []byte
 	testTime      []byte
 	hasSender     bool
 	attrs         int
@@ -224,7 +226,7 @@ func wholeEnd(r []byte, pos int, req *policyRequest) int {
 
 // readAttrs are the attributes set stores; its switch must name the same.
 var readAttrs = []string{"request", "protocol_state", "client_address", "client_name",
-	"sender", "recipient", "queue_id", "instance", "policy_test_time"}
+	"sender", "recipient", "queue_id", "instance", "helo_name", "sasl_username", "policy_test_time"}
 
 // mayRead has bit c-'a' of mayRead[n] set when an attribute in readAttrs
 // is n bytes long and begins with c. A request has 31 attributes and
@@ -263,6 +265,10 @@ func (req *policyRequest) set(name, value []byte) {
 		req.queueID = value
 	case "instance":
 		req.instance = value
+	case "helo_name":
+		req.heloName = value
+	case "sasl_username":
+		req.saslUsername = value
 	case "policy_test_time":
 		req.testTime = value
 	}

@@ -148,6 +148,11 @@ type Config struct {
 	// (behind the admin token when there is one), to find where CPU goes
 	// under real load.
 	Pprof bool
+	// Shadow decides, records, counts and logs as usual but always answers
+	// DUNNO (PASS on the line protocol, a pass over HTTP), so an operator
+	// sees in the metrics and logs what enforcement would delay before
+	// turning it on.
+	Shadow bool
 
 	Whitelist     *whitelist.Set
 	WhitelistLoad func() (*whitelist.Set, error) // for reloads; nil: none
@@ -245,6 +250,10 @@ type Server struct {
 	reloading atomic.Bool
 	// socketID is the policy socket this server made (socket.go).
 	socketID *fileID
+
+	// ruleNames names the selection rules by Decision.Rule ("default"
+	// for 0); nil when the engine has none.
+	ruleNames []string
 }
 
 // New checks the configuration and builds a server; Start binds it.
@@ -260,6 +269,12 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, st: cfg.Store, replies: r, log: cfg.Logger.With("component", "server"), conns: map[net.Conn]struct{}{}, protos: map[net.Listener]string{}}
 	if cfg.Whitelist != nil {
 		s.setWhitelist(cfg.Whitelist)
+	}
+	if sel := s.st.EngineOptions().Select; len(sel.Rules) > 0 || sel.Default == engine.ActPass {
+		s.ruleNames = []string{"default"}
+		for _, r := range sel.Rules {
+			s.ruleNames = append(s.ruleNames, r.Name)
+		}
 	}
 	s.m = newMetrics(s, cfg.Registry)
 	s.rl = newLogLimits(s.log)
@@ -588,11 +603,17 @@ func (s *Server) logDecision(proto string, req *engine.Request, d engine.Decisio
 		slog.String("action", action),
 		slog.String("reason", d.Reason.String()),
 	}
+	if s.cfg.Shadow {
+		attrs = append(attrs, slog.Bool("shadow", true))
+	}
 	switch {
 	case d.Verdict == engine.Defer:
 		attrs = append(attrs, slog.Int("retry_in", int(d.Left)))
 	case d.Reason == engine.ReasonPassed:
 		attrs = append(attrs, slog.Int("delay", int(d.Delayed)))
+	}
+	if s.ruleNames != nil {
+		attrs = append(attrs, slog.String("rule", s.ruleNames[d.Rule]))
 	}
 	attrs = append(attrs,
 		slog.String("identity", s.shown('i', string(s.st.AppendIdentity(nil, req, &d)))),
@@ -613,9 +634,9 @@ func (s *Server) logDecision(proto string, req *engine.Request, d engine.Decisio
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, "decision", attrs...)
 }
 
-// noteOutcome counts errors and the retry delay of first passes, and logs
-// what an operator must hear of (rate-limited: these repeat with every
-// request while their cause lasts).
+// noteOutcome counts errors, the retry delay of first passes and the
+// decisions of selection rules, and logs what an operator must hear of
+// (rate-limited: these repeat with every request while their cause lasts).
 func (s *Server) noteOutcome(proto string, req *engine.Request, d engine.Decision, err error) {
 	if err == nil {
 		switch d.Reason {
@@ -623,6 +644,9 @@ func (s *Server) noteOutcome(proto string, req *engine.Request, d engine.Decisio
 			s.m.retryDelay.Observe(float64(d.Delayed))
 		case engine.ReasonOverflow:
 			s.rl.overflow.Log("protocol", proto)
+		}
+		if s.ruleNames != nil {
+			s.m.countRule(&d)
 		}
 		return
 	}

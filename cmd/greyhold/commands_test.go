@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -179,5 +180,54 @@ func TestClientIdentityOption(t *testing.T) {
 	err = serve(&c, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "--client-identity=name") || !strings.Contains(err.Error(), "--data-dir") {
 		t.Errorf("--client-identity=network on a name directory: %v", err)
+	}
+}
+
+// TestExampleConfig: the shipped "greylist only suspicious clients"
+// configuration reads, and its rules come out in order.
+func TestExampleConfig(t *testing.T) {
+	const path = "../../examples/greylist-suspicious.conf"
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	file, err := readConfigFile(f, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := defaultServeConfig()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	c.flags(fs)
+	if err := applySources(fs, file, path); err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.options(slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel := o.Engine.Select
+	if len(sel.Rules) != 7 || sel.Rules[0].Name != "authenticated" || sel.Rules[6].Name != "watch" || sel.Default != engine.ActPass {
+		t.Errorf("rules: %+v", sel)
+	}
+	if !c.shadow || o.Engine.Keys.Identity != engine.IdentityName {
+		t.Errorf("shadow %v, identity %v", c.shadow, o.Engine.Keys.Identity)
+	}
+	// A rule on the command line replaces the file's.
+	c = defaultServeConfig()
+	fs = flag.NewFlagSet("serve", flag.ContinueOnError)
+	c.flags(fs)
+	if err := fs.Parse([]string{"--rule", "only: no-name => greylist"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applySources(fs, file, path); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.rules) != 1 {
+		t.Errorf("command line and file: %q", c.rules)
+	}
+	c.rules = []string{"bad: nosuch => pass"}
+	if _, err := c.options(slog.New(slog.DiscardHandler), nil); err == nil || !strings.Contains(err.Error(), "--rule") {
+		t.Errorf("a bad rule: %v", err)
 	}
 }

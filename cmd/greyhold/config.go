@@ -116,6 +116,39 @@ func (l *list) Set(s string) error {
 	return nil
 }
 
+// lines is a flag.Value for settings given once per item (a rule): each
+// use adds one, a value of several lines adds each line (how a --config
+// file's repeated lines and a GREYHOLD_ variable of several lines arrive),
+// and the first use in a source replaces what an earlier one gave.
+type lines struct {
+	v   *[]string
+	set bool
+}
+
+func (l *lines) String() string {
+	if l.v == nil {
+		return ""
+	}
+	return strings.Join(*l.v, "; ")
+}
+
+func (l *lines) Set(s string) error {
+	if !l.set {
+		*l.v = nil
+		l.set = true
+	}
+	for _, p := range strings.Split(s, "\n") {
+		if p = strings.TrimSpace(p); p != "" {
+			*l.v = append(*l.v, p)
+		}
+	}
+	return nil
+}
+
+// repeatable names the settings a --config file may give on several
+// lines, each adding one.
+var repeatable = map[string]bool{"rule": true}
+
 // size is a flag.Value for byte sizes: 1048576, 512KiB, 256MiB, 1GiB.
 type size struct{ v *int64 }
 
@@ -187,7 +220,11 @@ func readConfigFile(r io.Reader, path string) (map[string]string, error) {
 		if name == "" {
 			return nil, fmt.Errorf("%s:%d: want name = value", path, n)
 		}
-		out[name] = strings.Trim(strings.TrimSpace(value), `"`)
+		value = strings.Trim(strings.TrimSpace(value), `"`)
+		if prev, ok := out[name]; ok && repeatable[name] {
+			value = prev + "\n" + value
+		}
+		out[name] = value
 	}
 	return out, sc.Err()
 }

@@ -36,6 +36,9 @@ type serveConfig struct {
 	ipv4Prefix, ipv6Prefix                         int
 	rawSender, stripRcptExt                        bool
 	clientIdentity                                 string
+	rules                                          []string
+	ruleDefault                                    string
+	shadow                                         bool
 
 	fsync                          string
 	snapshotInterval               time.Duration
@@ -101,6 +104,7 @@ func defaultServeConfig() serveConfig {
 		logFormat:        "text",
 		logDecisions:     "all",
 		logAddresses:     "plain",
+		ruleDefault:      "greylist",
 	}
 }
 
@@ -125,6 +129,9 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.stripRcptExt, "strip-recipient-extension", false, "drop +extensions from recipients, so user+a@ and user+b@ share a triplet")
 	fs.StringVar(&c.clientIdentity, "client-identity", "", "who the client is: name (a verified, non-generic client_name's organisation, else the network) or network (the /24 or /64, as postgrey); unset: what the data directory was written with, name for a new one")
 
+	fs.Var(&lines{v: &c.rules}, "rule", "a selective greylisting rule, NAME: CONDITIONS => ACTION (README: Greylisting only suspicious clients); repeat it, or write one rule = line each in the --config file")
+	fs.StringVar(&c.ruleDefault, "rule-default", c.ruleDefault, "what a request no rule decides gets: greylist (every client, as postgrey) or pass")
+	fs.BoolVar(&c.shadow, "shadow", false, "decide, record, count and log as usual, but always answer DUNNO: see what greylisting would delay before enforcing it")
 	fs.StringVar(&c.fsync, "fsync", c.fsync, "when the log is fsynced: always (before answering), an interval such as 1s (writes before answering, syncs on the interval), or never")
 	fs.Var(duration{&c.snapshotInterval, time.Minute}, "snapshot-interval", "take a snapshot this often (0: only on size, on request and at exit); a bare number is minutes")
 	fs.Var(size{&c.snapshotLogBytes}, "snapshot-wal-size", "take a snapshot once the log has grown this much (0: off)")
@@ -212,6 +219,30 @@ var aliasTargets = map[string][]string{
 	"privacy":          nil,
 }
 
+// selection reads the --rule and --rule-default settings.
+func (c *serveConfig) selection() (engine.Selection, error) {
+	var sel engine.Selection
+	switch c.ruleDefault {
+	case "greylist":
+		sel.Default = engine.ActGreylist
+	case "pass":
+		sel.Default = engine.ActPass
+	default:
+		return sel, fmt.Errorf("--rule-default %q: want greylist or pass", c.ruleDefault)
+	}
+	for _, l := range c.rules {
+		r, err := engine.ParseSelectRule(l)
+		if err != nil {
+			return sel, fmt.Errorf("--rule: %w", err)
+		}
+		sel.Rules = append(sel.Rules, r)
+	}
+	if err := sel.Validate(); err != nil {
+		return sel, fmt.Errorf("--rule: %w", err)
+	}
+	return sel, nil
+}
+
 // options builds the packages' options from the flags.
 func (c *serveConfig) options(logger *slog.Logger, reg prometheus.Registerer) (store.Options, error) {
 	o := store.DefaultOptions()
@@ -230,6 +261,9 @@ func (c *serveConfig) options(logger *slog.Logger, reg prometheus.Registerer) (s
 		return o, fmt.Errorf("--client-identity: %w", err)
 	}
 	o.Engine.Keys.Identity = id
+	if o.Engine.Select, err = c.selection(); err != nil {
+		return o, err
+	}
 	o.Engine.Shards = c.shards
 	switch {
 	case c.maxEntries < 0:
@@ -390,6 +424,7 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 		TestClock:      c.testClock,
 		DrainDelay:     c.drainDelay,
 		Pprof:          c.pprof,
+		Shadow:         c.shadow,
 		Whitelist:      wl,
 		WhitelistLoad:  loadWL,
 		DecisionLog:    decisions,
@@ -437,6 +472,12 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 	}
 	if c.testClock {
 		logger.Warn("--test-clock is on: requests may set their own time; never run so in production")
+	}
+	if c.shadow {
+		logger.Warn("--shadow is on: every answer is DUNNO, nothing is greylisted; the log and metrics show what would be (drop --shadow to enforce)")
+	}
+	for _, r := range opts.Engine.Select.Rules {
+		logger.Info("selection rule", "rule", r.String())
 	}
 
 	for s := range sig {
