@@ -329,6 +329,9 @@ func (pc *policyConn) decide() {
 	for i := range pc.parsed {
 		r := &pc.parsed[i]
 		if !bytes.Equal(r.protocolState, rcptState) || !bytes.Equal(r.request, policyRequestName) {
+			// A request at CONNECT, HELO or MAIL starts the client's DNS
+			// list lookups, so that RCPT finds them answered.
+			s.dnsScore(str(r.clientAddress))
 			pc.slot = append(pc.slot, -1)
 			continue
 		}
@@ -353,6 +356,7 @@ func (pc *policyConn) decide() {
 			Recipient:    str(r.recipient),
 			HELOName:     str(r.heloName),
 			SASLUsername: str(r.saslUsername),
+			DNSScore:     s.dnsScore(str(r.clientAddress)),
 		})
 	}
 	pc.flush(testTime)

@@ -321,6 +321,10 @@ func (s *Server) appendDecision(dst []byte, req *engine.Request, r *store.Result
 	if s.ruleNames != nil {
 		o.str("rule", s.ruleNames[r.Rule])
 	}
+	if s.cfg.DNSLists != nil {
+		o.key("dnsbl")
+		o.b = strconv.AppendInt(o.b, int64(req.DNSScore), 10)
+	}
 	switch {
 	case s.cfg.Shadow:
 		if r.Verdict == engine.Defer {
@@ -380,6 +384,7 @@ func (s *Server) httpCheck(ctx *fasthttp.RequestCtx, body []byte) {
 		return
 	}
 	var res store.Result
+	req.DNSScore = s.dnsScore(req.ClientAddr)
 	res.Decision, res.Err = s.st.CheckAt(s.now(t), &req)
 	s.noteOutcome("http", &req, res.Decision, res.Err)
 	if res.Err == nil {
@@ -429,6 +434,11 @@ func (s *Server) httpBatch(ctx *fasthttp.RequestCtx, body []byte) {
 			}
 		}
 		good = b.good
+	}
+	if s.cfg.DNSLists != nil {
+		for i := range good {
+			good[i].DNSScore = s.dnsScore(good[i].ClientAddr)
+		}
 	}
 	b.results = s.st.CheckBatch(s.now(t), good, b.results[:0])
 	out := append(b.out[:0], '[')

@@ -61,6 +61,11 @@ func (lc *lineConn) process(start time.Time, atEOF bool) bool {
 	cb.start += n
 	lc.out = lc.out[:0]
 	if len(lc.reqs) > 0 {
+		if s.cfg.DNSLists != nil {
+			for i := range lc.reqs {
+				lc.reqs[i].DNSScore = s.dnsScore(lc.reqs[i].ClientAddr)
+			}
+		}
 		lc.results = s.st.CheckBatch(s.now(0), lc.reqs, lc.results[:0])
 		for i := range lc.reqs {
 			r := &lc.results[i]

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/greyhold/greyhold/dnsbl"
 	"github.com/greyhold/greyhold/engine"
 	"github.com/greyhold/greyhold/store"
 	"github.com/greyhold/greyhold/whitelist"
@@ -153,6 +154,10 @@ type Config struct {
 	// sees in the metrics and logs what enforcement would delay before
 	// turning it on.
 	Shadow bool
+
+	// DNSLists, when set, scores each client on DNS block and allow
+	// lists for the rules' dnsbl condition, never waiting for the DNS.
+	DNSLists *dnsbl.Lists
 
 	Whitelist     *whitelist.Set
 	WhitelistLoad func() (*whitelist.Set, error) // for reloads; nil: none
@@ -576,6 +581,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// dnsScore returns the client's DNS list score as far as it is known now,
+// starting the lookups it lacks (dnsbl.Lists.Score never waits); 0 without
+// lists or for an address that does not parse.
+func (s *Server) dnsScore(addr string) int32 {
+	if s.cfg.DNSLists == nil || len(addr) == 0 {
+		return 0
+	}
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return 0
+	}
+	score, _ := s.cfg.DNSLists.Score(a)
+	return score
+}
+
 // now returns the time for a request, honouring a test time when the test
 // clock is on.
 func (s *Server) now(testTime int64) engine.Time {
@@ -614,6 +634,9 @@ func (s *Server) logDecision(proto string, req *engine.Request, d engine.Decisio
 	}
 	if s.ruleNames != nil {
 		attrs = append(attrs, slog.String("rule", s.ruleNames[d.Rule]))
+	}
+	if s.cfg.DNSLists != nil {
+		attrs = append(attrs, slog.Int("dnsbl", int(req.DNSScore)))
 	}
 	attrs = append(attrs,
 		slog.String("identity", s.shown('i', string(s.st.AppendIdentity(nil, req, &d)))),

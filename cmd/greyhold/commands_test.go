@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/greyhold/greyhold/engine"
 	"github.com/greyhold/greyhold/store"
 )
@@ -229,5 +231,35 @@ func TestExampleConfig(t *testing.T) {
 	c.rules = []string{"bad: nosuch => pass"}
 	if _, err := c.options(slog.New(slog.DiscardHandler), nil); err == nil || !strings.Contains(err.Error(), "--rule") {
 		t.Errorf("a bad rule: %v", err)
+	}
+}
+
+// TestDNSListOptions: --dnsbl and --dnswl read ZONE WEIGHT; a rule that
+// reads dnsbl needs a list.
+func TestDNSListOptions(t *testing.T) {
+	c := defaultServeConfig()
+	c.rules = []string{"listed: dnsbl >= 5 => greylist"}
+	sel, err := c.selection()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	if _, err := c.dnsLists(reg, slog.New(slog.DiscardHandler), sel); err == nil || !strings.Contains(err.Error(), "--dnsbl") {
+		t.Errorf("a dnsbl rule without lists: %v", err)
+	}
+	c.dnsbls = []string{"zen.spamhaus.org 10", "bl.spamcop.net=127.0.0.2 5"}
+	c.dnswls = []string{"list.dnswl.org 5"}
+	c.dnsServers = []string{"127.0.0.1:5353"}
+	lists, err := c.dnsLists(reg, slog.New(slog.DiscardHandler), sel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lists.Close()
+	if z := lists.Zones(); len(z) != 3 || !z[2].Allow || z[1].Weight != 5 {
+		t.Errorf("zones: %+v", z)
+	}
+	c.dnsbls = []string{"zen.spamhaus.org"}
+	if _, err := c.dnsLists(prometheus.NewRegistry(), slog.New(slog.DiscardHandler), sel); err == nil || !strings.Contains(err.Error(), "--dnsbl") {
+		t.Errorf("a list without a weight: %v", err)
 	}
 }

@@ -147,7 +147,7 @@ func (l *lines) Set(s string) error {
 
 // repeatable names the settings a --config file may give on several
 // lines, each adding one.
-var repeatable = map[string]bool{"rule": true}
+var repeatable = map[string]bool{"rule": true, "dnsbl": true, "dnswl": true}
 
 // size is a flag.Value for byte sizes: 1048576, 512KiB, 256MiB, 1GiB.
 type size struct{ v *int64 }

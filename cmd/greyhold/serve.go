@@ -10,12 +10,14 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/greyhold/greyhold/dnsbl"
 	"github.com/greyhold/greyhold/engine"
 	"github.com/greyhold/greyhold/server"
 	"github.com/greyhold/greyhold/store"
@@ -37,6 +39,8 @@ type serveConfig struct {
 	rawSender, stripRcptExt                        bool
 	clientIdentity                                 string
 	rules                                          []string
+	dnsbls, dnswls, dnsServers                     []string
+	dnsTimeout                                     time.Duration
 	ruleDefault                                    string
 	shadow                                         bool
 
@@ -105,6 +109,7 @@ func defaultServeConfig() serveConfig {
 		logDecisions:     "all",
 		logAddresses:     "plain",
 		ruleDefault:      "greylist",
+		dnsTimeout:       2 * time.Second,
 	}
 }
 
@@ -131,6 +136,10 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 
 	fs.Var(&lines{v: &c.rules}, "rule", "a selective greylisting rule, NAME: CONDITIONS => ACTION (README: Greylisting only suspicious clients); repeat it, or write one rule = line each in the --config file")
 	fs.StringVar(&c.ruleDefault, "rule-default", c.ruleDefault, "what a request no rule decides gets: greylist (every client, as postgrey) or pass")
+	fs.Var(&lines{v: &c.dnsbls}, "dnsbl", "a DNS block list for the rules' dnsbl >= SCORE, ZONE WEIGHT (zen.spamhaus.org 10; ZONE=127.0.0.2,... counts only those answers); repeat it")
+	fs.Var(&lines{v: &c.dnswls}, "dnswl", "a DNS allow list, ZONE WEIGHT: a listed client's score loses WEIGHT; repeat it")
+	fs.Var(&list{v: &c.dnsServers}, "dns-servers", "resolvers for the DNS lists, host[:port] comma-separated (default: /etc/resolv.conf's); use your own, public ones are refused by most lists")
+	fs.Var(duration{&c.dnsTimeout, time.Second}, "dns-timeout", "how long a DNS list lookup may take; until it answers, and after a timeout, the list counts as not listing the client")
 	fs.BoolVar(&c.shadow, "shadow", false, "decide, record, count and log as usual, but always answer DUNNO: see what greylisting would delay before enforcing it")
 	fs.StringVar(&c.fsync, "fsync", c.fsync, "when the log is fsynced: always (before answering), an interval such as 1s (writes before answering, syncs on the interval), or never")
 	fs.Var(duration{&c.snapshotInterval, time.Minute}, "snapshot-interval", "take a snapshot this often (0: only on size, on request and at exit); a bare number is minutes")
@@ -241,6 +250,63 @@ func (c *serveConfig) selection() (engine.Selection, error) {
 		return sel, fmt.Errorf("--rule: %w", err)
 	}
 	return sel, nil
+}
+
+// dnsLists sets up the --dnsbl and --dnswl lists, nil when there are none,
+// with their metrics on reg.
+func (c *serveConfig) dnsLists(reg prometheus.Registerer, logger *slog.Logger, sel engine.Selection) (*dnsbl.Lists, error) {
+	var zones []dnsbl.Zone
+	for _, l := range c.dnsbls {
+		z, err := dnsbl.ParseZone(l, false)
+		if err != nil {
+			return nil, fmt.Errorf("--dnsbl: %w", err)
+		}
+		zones = append(zones, z)
+	}
+	for _, l := range c.dnswls {
+		z, err := dnsbl.ParseZone(l, true)
+		if err != nil {
+			return nil, fmt.Errorf("--dnswl: %w", err)
+		}
+		zones = append(zones, z)
+	}
+	if len(zones) == 0 {
+		if sel.NeedsDNSBL() {
+			return nil, errors.New("--rule: a rule reads dnsbl, but no --dnsbl or --dnswl list is given")
+		}
+		return nil, nil
+	}
+	if !sel.NeedsDNSBL() {
+		logger.Warn("DNS lists are set but no --rule reads dnsbl: they are looked up for the log and the API only")
+	}
+	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "greyhold_dnsbl_lookups_total",
+		Help: "DNS list lookups by zone and result: listed, clean, timeout, error (SERVFAIL, refused), dropped (too many in flight).",
+	}, []string{"zone", "result"})
+	var lastWarn atomic.Int64
+	lists, err := dnsbl.New(dnsbl.Config{Zones: zones, Servers: c.dnsServers, Timeout: c.dnsTimeout,
+		OnResult: func(zone, result string) {
+			lookups.WithLabelValues(zone, result).Inc()
+			if result == "timeout" || result == "error" || result == "dropped" {
+				if now := time.Now().Unix(); lastWarn.Load() < now-60 {
+					lastWarn.Store(now)
+					logger.Warn("DNS list lookup failed; the list counts as not listing the client (check --dns-servers, and that the list answers your resolver)",
+						"zone", zone, "result", result, "servers", strings.Join(c.dnsServers, ","))
+				}
+			}
+		}})
+	if err != nil {
+		return nil, err
+	}
+	for _, z := range zones {
+		for _, r := range []string{"listed", "clean", "timeout", "error", "dropped"} {
+			lookups.WithLabelValues(z.Name, r)
+		}
+	}
+	reg.MustRegister(lookups, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "greyhold_dnsbl_pending", Help: "DNS list lookups under way.",
+	}, func() float64 { return float64(lists.Pending()) }))
+	return lists, nil
 }
 
 // options builds the packages' options from the flags.
@@ -404,6 +470,14 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 		return err
 	}
 
+	lists, err := c.dnsLists(reg, logger, opts.Engine.Select)
+	if err != nil {
+		return err
+	}
+	if lists != nil {
+		defer lists.Close()
+	}
+
 	scfg := server.Config{
 		PolicyListen: c.policyListen,
 		PolicySocket: c.policySocket,
@@ -425,6 +499,7 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 		DrainDelay:     c.drainDelay,
 		Pprof:          c.pprof,
 		Shadow:         c.shadow,
+		DNSLists:       lists,
 		Whitelist:      wl,
 		WhitelistLoad:  loadWL,
 		DecisionLog:    decisions,
