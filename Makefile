@@ -13,7 +13,7 @@ BENCHTIME   ?= 2s
 # API, and those inside a package that test its internals.
 FUZZ_TARGETS = $(shell grep -o '^func Fuzz[A-Za-z0-9]*' fuzz/*_test.go server/*_test.go | sed 's|/[^/]*:func |:|')
 
-.PHONY: all build install unit-check run test check fmt-check vet staticcheck unit bench bench-peers fuzz e2e e2e-postfix e2e-exim clean \
+.PHONY: all build install unit-check run test check fmt-check vet staticcheck unit bench bench-peers bench-day fuzz e2e e2e-postfix e2e-exim clean \
 	dashboard deploy-check deb deb-check
 
 all: build
@@ -119,6 +119,11 @@ bench:
 # as Markdown.
 bench-peers:
 	GO=$(GO) bash bench/peers.sh
+
+# bench-day drives a simulated day of mail through postgrey (under
+# libfaketime) and greyhold, and reports the delays by kind of sender.
+bench-day:
+	bash bench/day.sh
 
 # fuzz runs every fuzz target for FUZZTIME each (make fuzz FUZZTIME=10s).
 # What a target finds is kept in <dir>/testdata/fuzz/<target>/ as a seed.

@@ -8,7 +8,8 @@
 # delay, and walks through the behaviour a postmaster relies on: defer, defer
 # again, pass after the delay with X-Greylist, known triplets, the /24
 # neighbour, new senders, IPv6 clients, a restart on the same data directory,
-# and Postfix's own 451 4.3.5 when greyhold is down. Every step prints a
+# a pool and a dynamic-name client each retrying from another /24 (who the
+# client is), and Postfix's own 451 4.3.5 when greyhold is down. Every step prints a
 # PASS or FAIL line; the first failure prints the SMTP transcript and the
 # Postfix and greyhold logs and exits nonzero. Everything started here is
 # stopped, by PID, and the temporary directory removed, on success and on
@@ -53,6 +54,19 @@ Q_SENDER=erin@example.net
 K_CLIENT=203.0.113.30
 K_CLIENT_NAME=mx.example.com
 K_SENDER=frank@example.com
+# Step 11: a sending pool whose retry comes from another /24 under a name
+# of the same identity (pool.example.com), and a client with a dynamic
+# name doing the same (each name spells its address).
+POOL_CLIENT=198.51.100.40
+POOL_CLIENT_NAME=mail-a1-f40.outbound.example.com
+POOL_RETRY=203.0.113.41
+POOL_RETRY_NAME=mail-b7-f41.outbound.example.com
+POOL_SENDER=noreply@accounts.example.com
+DYN_CLIENT=192.0.2.55
+DYN_CLIENT_NAME=dyn-192-0-2-55.isp.example.net
+DYN_RETRY=198.51.100.56
+DYN_RETRY_NAME=dyn-198-51-100-56.isp.example.net
+DYN_SENDER=grace@example.net
 
 TMP=""
 PF_STARTED=0
@@ -295,6 +309,16 @@ smtp() {
 DEFER_RE="^450 4\\.7\\.1 <${RCPT//./\\.}>: Recipient address rejected: Greylisted, please retry in (([0-9]+)m)?([0-9]+)s$"
 DEFER_WANT="450 4.7.1 ... Greylisted, please retry in <t>"
 
+# logged PATTERN: whether greyhold's log has a line matching PATTERN, waiting
+# up to 10 s for its log writer, which writes behind the answers.
+logged() {
+	local deadline=$(($(now_ms) + 10000))
+	until grep -q "$1" "$TMP/greyhold.log"; do
+		(($(now_ms) < deadline)) || return 1
+		sleep 0.1
+	done
+}
+
 # delivered SUBJECT: path of the delivered message with that subject (waits
 # up to 20 s for Postfix to deliver it).
 delivered() {
@@ -524,6 +548,36 @@ main() {
 	sleep_until_ms $((tk + DELAY * 1000 + CLOCK_SLACK_MS))
 	smtp "$s" 127.0.0.1 "$K_CLIENT" "$K_CLIENT_NAME" "$K_SENDER" "$RCPT" rcpt
 	expect_code "$s" 250
+	pass "$s" "$REPLY"
+
+	# 11. Who the client is (--client-identity=name, a new data
+	# directory's default), with the verified name posed by XCLIENT NAME=.
+	# A pool retries from another /24 under a name of the same identity:
+	# 250 on its first retry after the delay. A client with a dynamic name
+	# retrying from another /24 is a new triplet: 450.
+	s="11 pool $POOL_CLIENT ($POOL_CLIENT_NAME): 450"
+	smtp "$s" 127.0.0.1 "$POOL_CLIENT" "$POOL_CLIENT_NAME" "$POOL_SENDER" "$RCPT" rcpt
+	local tpool=$SMTP_END
+	expect_defer "$s"
+	pass "$s" "$REPLY"
+	s="11 dynamic name $DYN_CLIENT ($DYN_CLIENT_NAME): 450"
+	smtp "$s" 127.0.0.1 "$DYN_CLIENT" "$DYN_CLIENT_NAME" "$DYN_SENDER" "$RCPT" rcpt
+	local tdyn=$SMTP_END
+	expect_defer "$s"
+	pass "$s" "$REPLY"
+	s="11 pool retries from another /24 ($POOL_RETRY, $POOL_RETRY_NAME) after the delay: 250 at the first retry"
+	sleep_until_ms $((tpool + DELAY * 1000 + CLOCK_SLACK_MS))
+	smtp "$s" 127.0.0.1 "$POOL_RETRY" "$POOL_RETRY_NAME" "$POOL_SENDER" "$RCPT" rcpt
+	expect_code "$s" 250
+	logged "reason=passed .*identity=name:outbound.example.com client_name=$POOL_RETRY_NAME" ||
+		fail "$s" "greyhold did not log the pass under identity=name:outbound.example.com"
+	pass "$s" "$REPLY"
+	s="11 dynamic name retries from another /24 ($DYN_RETRY, $DYN_RETRY_NAME) after the delay: 450"
+	sleep_until_ms $((tdyn + DELAY * 1000 + CLOCK_SLACK_MS))
+	smtp "$s" 127.0.0.1 "$DYN_RETRY" "$DYN_RETRY_NAME" "$DYN_SENDER" "$RCPT" rcpt
+	expect_defer "$s"
+	logged "reason=new .*identity=net:198.51.100.0/24 client_name=$DYN_RETRY_NAME" ||
+		fail "$s" "greyhold did not log a new triplet under its network"
 	pass "$s" "$REPLY"
 
 	# 9. greyhold down: Postfix's own temporary failure, no mail lost.
