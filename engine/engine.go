@@ -133,7 +133,7 @@ type Engine struct {
 	shift       uint
 	maxPerShard int
 
-	names suffixCache // name mode only
+	names *suffixCache // when readNames
 	// sel is the selection rules, nil when there are none and the
 	// default is greylist: a check then reads no rule at all.
 	sel       *Selection
@@ -180,6 +180,7 @@ func New(opts Options, secret []byte) (*Engine, error) {
 		e.sel = &e.opts.Select
 	}
 	e.readNames = opts.Keys.Identity == IdentityName || opts.Select.NeedsNames()
+	e.names = &suffixCache{}
 	return e, nil
 }
 
@@ -359,20 +360,18 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes) (De
 		s.mu.Unlock()
 		return Decision{Verdict: Pass, Reason: ReasonWhitelist, Key: k}, nil
 	}
-	delay := e.p.delay
-	var pick selected
-	if e.sel != nil {
-		pick = e.selectFor(e.sel, req, st, buf)
-		if pick.action == ActPass {
-			s := e.shardOf(k)
-			s.mu.Lock()
-			s.stats.decisions[ReasonRule]++
-			s.mu.Unlock()
-			return Decision{Verdict: Pass, Reason: ReasonRule, Key: k, Rule: pick.rule, Noted: pick.noted}, nil
-		}
-		delay = pick.delay
+	if e.sel == nil {
+		return e.lookup(now, st, buf, k, network, e.p.delay, ch)
 	}
-	d, err := e.lookup(now, st, buf, k, network, delay, ch)
+	pick := e.selectFor(e.sel, req, st, buf)
+	if pick.action == ActPass {
+		s := e.shardOf(k)
+		s.mu.Lock()
+		s.stats.decisions[ReasonRule]++
+		s.mu.Unlock()
+		return Decision{Verdict: Pass, Reason: ReasonRule, Key: k, Rule: pick.rule, Noted: pick.noted}, nil
+	}
+	d, err := e.lookup(now, st, buf, k, network, pick.delay, ch)
 	d.Rule, d.Noted = pick.rule, pick.noted
 	return d, err
 }

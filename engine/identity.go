@@ -530,6 +530,18 @@ func spellsAddress(name string, sc *nameScan, info uint64, addr netip.Addr) bool
 	}
 	b := addr.As4()
 	u := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	restN := int(info >> restNShift & 3)
+	if sc.nn+restN < 4 && restN < 2 && sc.hexRun < 8 && info&restHex == 0 {
+		// Too few numbers for the octets and no room for hex: only the
+		// address as one number is left to look for. Most names of mail
+		// hosts end here.
+		for _, v := range sc.nums[:sc.nn] {
+			if v == u && u > 255 {
+				return true
+			}
+		}
+		return false
+	}
 	// found has bit o set once a number of the name has matched octet o;
 	// a number matches one octet only, so 1.1.2.3 needs two 1s.
 	found := uint32(0)
