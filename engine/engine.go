@@ -40,21 +40,22 @@ type Reason uint8
 
 // Reasons, as they appear in logs, metrics and the API.
 const (
-	ReasonNew        Reason = 1 + iota // first time seen (or its entry expired): deferred
-	ReasonEarlyRetry                   // retried before the delay passed: deferred again
-	ReasonPassed                       // retried after the delay: passes, the first time
-	ReasonKnown                        // passed before: passes at once
-	ReasonClientAWL                    // the client network is auto-whitelisted
-	ReasonWhitelist                    // a whitelist rule matched
-	ReasonOverflow                     // memory bound reached and nothing evictable: fails open
-	ReasonRule                         // a selection rule, or the selection's default, said pass
+	ReasonNew         Reason = 1 + iota // first time seen (or its entry expired): deferred
+	ReasonEarlyRetry                    // retried before the delay passed: deferred again
+	ReasonPassed                        // retried after the delay: passes, the first time
+	ReasonKnown                         // passed before: passes at once
+	ReasonClientAWL                     // the client network is auto-whitelisted
+	ReasonWhitelist                     // a whitelist rule matched
+	ReasonOverflow                      // memory bound reached and nothing evictable: fails open
+	ReasonRule                          // a selection rule, or the selection's default, said pass
+	ReasonTransaction                   // another recipient of the same transaction passed (Options.PassTransactionRecipients)
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	ReasonNew: "new", ReasonEarlyRetry: "early-retry", ReasonPassed: "passed",
 	ReasonKnown: "known", ReasonClientAWL: "client-awl", ReasonWhitelist: "whitelist",
-	ReasonOverflow: "overflow", ReasonRule: "rule",
+	ReasonOverflow: "overflow", ReasonRule: "rule", ReasonTransaction: "transaction",
 }
 
 func (r Reason) String() string {
@@ -104,6 +105,10 @@ type Request struct {
 	ClientName string // the verified reverse DNS name, or "unknown" (Postfix's client_name)
 	Sender     string // envelope sender; "" for bounces
 	Recipient  string // envelope recipient
+
+	// Instance is Postfix's instance, the same for every recipient of
+	// one transaction (Options.PassTransactionRecipients).
+	Instance string
 
 	// What selection rules may read besides.
 	HELOName     string // helo_name; "" when not sent
@@ -361,6 +366,10 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes) (De
 		return Decision{Verdict: Pass, Reason: ReasonWhitelist, Key: k}, nil
 	}
 	if e.sel == nil {
+		if e.opts.PassTransactionRecipients && req.Instance != "" {
+			d, err := e.lookup(now, st, buf, k, network, e.p.delay, ch)
+			return e.transaction(now, req, st, buf, d), err
+		}
 		return e.lookup(now, st, buf, k, network, e.p.delay, ch)
 	}
 	pick := e.selectFor(e.sel, req, st, buf)
@@ -372,6 +381,9 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes) (De
 		return Decision{Verdict: Pass, Reason: ReasonRule, Key: k, Rule: pick.rule, Noted: pick.noted}, nil
 	}
 	d, err := e.lookup(now, st, buf, k, network, pick.delay, ch)
+	if e.opts.PassTransactionRecipients && req.Instance != "" {
+		d = e.transaction(now, req, st, buf, d)
+	}
 	d.Rule, d.Noted = pick.rule, pick.noted
 	return d, err
 }

@@ -224,6 +224,12 @@ type Options struct {
 	// Select holds the selective greylisting rules (selection.go); none,
 	// and every client is greylisted.
 	Select Selection
+
+	// PassTransactionRecipients lets a recipient pass that would be
+	// deferred when another recipient of the same transaction (Postfix's
+	// instance, the same client identity and sender) passed in the last
+	// hour (transaction.go). Off by default, as in postgrey.
+	PassTransactionRecipients bool
 }
 
 // DefaultOptions returns postgrey's decisions with greyhold's sharding.

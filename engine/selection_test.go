@@ -181,3 +181,55 @@ func TestSelectionRuleDelay(t *testing.T) {
 		t.Fatal(sel.Rules[0].Delay)
 	}
 }
+
+// TestTransactionRecipients: with PassTransactionRecipients, a new
+// recipient of a transaction whose other recipient passed passes too;
+// another instance, client or sender does not, nor does it without the
+// option, nor an hour later.
+func TestTransactionRecipients(t *testing.T) {
+	t0 := Time(200_000_000)
+	for _, on := range []bool{false, true} {
+		e := newEngine(t, func(o *Options) { o.PassTransactionRecipients = on })
+		req := func(inst, addr, sender, rcpt string) *Request {
+			return &Request{ClientAddr: addr, ClientName: "mail.example.org", Sender: sender, Recipient: rcpt, Instance: inst}
+		}
+		check := func(at Time, r *Request) Decision {
+			var ch Changes
+			d, err := e.Check(at, r, &ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}
+		// a@ is known: deferred once, passed after the delay.
+		check(t0, req("i0", "192.0.2.1", "s@example.org", "a@example.net"))
+		if d := check(t0+400, req("i1", "192.0.2.1", "s@example.org", "a@example.net")); d.Reason != ReasonPassed {
+			t.Fatalf("setup: %+v", d)
+		}
+		// Transaction i2: a@ passes (known), then the copy to cc@.
+		check(t0+1000, req("i2", "192.0.2.1", "s@example.org", "a@example.net"))
+		d := check(t0+1001, req("i2", "192.0.2.1", "s@example.org", "cc@example.net"))
+		if on && (d.Verdict != Pass || d.Reason != ReasonTransaction) || !on && d.Reason != ReasonNew {
+			t.Errorf("option %v: the copy: %+v", on, d)
+		}
+		if !on {
+			continue
+		}
+		for name, r := range map[string]*Request{
+			"another instance": req("i3", "192.0.2.1", "s@example.org", "cc2@example.net"),
+			"another client":   req("i2", "198.51.100.1", "s@example.org", "cc3@example.net"),
+			"another sender":   req("i2", "192.0.2.1", "t@example.org", "cc4@example.net"),
+		} {
+			if d := check(t0+1002, r); d.Verdict != Defer {
+				t.Errorf("%s: %+v, want a defer", name, d)
+			}
+		}
+		if d := check(t0+1000+3600, req("i2", "192.0.2.1", "s@example.org", "cc5@example.net")); d.Verdict != Defer {
+			t.Errorf("an hour later: %+v", d)
+		}
+		st := e.Stats()
+		if st.Decided(ReasonTransaction) != 1 || st.Decided(ReasonNew) != 5 {
+			t.Errorf("counts: transaction %d, new %d", st.Decided(ReasonTransaction), st.Decided(ReasonNew))
+		}
+	}
+}

@@ -59,6 +59,9 @@ type shard struct {
 		evicted   uint64
 		expired   uint64
 	}
+	// tx holds, by transaction key, when a recipient of the transaction
+	// last passed (transaction.go); nil until one does.
+	tx map[uint64]Time
 	// w lives apart from the shard: inline, its 24 KiB would spread the 256
 	// mutexes over 6 MiB, and taking a lock would miss the cache (measured:
 	// a fifth of a known-triplet check).

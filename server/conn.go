@@ -354,6 +354,7 @@ func (pc *policyConn) decide() {
 			ClientName:   str(r.clientName),
 			Sender:       str(r.sender),
 			Recipient:    str(r.recipient),
+			Instance:     str(r.instance),
 			HELOName:     str(r.heloName),
 			SASLUsername: str(r.saslUsername),
 			DNSScore:     s.dnsScore(str(r.clientAddress)),

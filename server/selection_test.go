@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -105,5 +106,27 @@ func TestShadow(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+// TestPolicyTransactionRecipients: the policy protocol's instance groups
+// the recipients of one transaction.
+func TestPolicyTransactionRecipients(t *testing.T) {
+	ts := startServerWith(t, func(o *store.Options) { o.Engine.PassTransactionRecipients = true }, nil)
+	c := ts.dial("policy")
+	r := bufio.NewReader(c)
+	at := func(sec int64) string { return fmt.Sprintf("policy_test_time=%d", t0.Unix()+sec) }
+	ts.ask(c, r, policy("192.0.2.10", "a@example.org", "one@example.test", "instance=t1", at(0)))
+	if got := ts.ask(c, r, policy("192.0.2.10", "a@example.org", "one@example.test", "instance=t2", at(301))); !strings.HasPrefix(got, "action=PREPEND") {
+		t.Fatalf("setup: %s", got)
+	}
+	if got := ts.ask(c, r, policy("192.0.2.10", "a@example.org", "cc@example.test", "instance=t2", at(302))); got != "action=DUNNO" {
+		t.Errorf("a copy in the same transaction: %s", got)
+	}
+	if got := ts.ask(c, r, policy("192.0.2.10", "a@example.org", "cc2@example.test", "instance=t3", at(303))); !strings.HasPrefix(got, "action=DEFER_IF_PERMIT") {
+		t.Errorf("another transaction: %s", got)
+	}
+	if !strings.Contains(ts.logs.String(), "action=pass reason=transaction") {
+		t.Errorf("log:\n%s", ts.logs.String())
 	}
 }

@@ -42,7 +42,7 @@ type serveConfig struct {
 	dnsbls, dnswls, dnsServers                     []string
 	dnsTimeout                                     time.Duration
 	ruleDefault                                    string
-	shadow                                         bool
+	shadow, passTxRcpts                            bool
 
 	fsync                          string
 	snapshotInterval               time.Duration
@@ -140,6 +140,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.Var(&lines{v: &c.dnswls}, "dnswl", "a DNS allow list, ZONE WEIGHT: a listed client's score loses WEIGHT; repeat it")
 	fs.Var(&list{v: &c.dnsServers}, "dns-servers", "resolvers for the DNS lists, host[:port] comma-separated (default: /etc/resolv.conf's); use your own, public ones are refused by most lists")
 	fs.Var(duration{&c.dnsTimeout, time.Second}, "dns-timeout", "how long a DNS list lookup may take; until it answers, and after a timeout, the list counts as not listing the client")
+	fs.BoolVar(&c.passTxRcpts, "pass-transaction-recipients", false, "let a recipient pass that would be deferred when another recipient of the same transaction (Postfix's instance, client and sender) passed")
 	fs.BoolVar(&c.shadow, "shadow", false, "decide, record, count and log as usual, but always answer DUNNO: see what greylisting would delay before enforcing it")
 	fs.StringVar(&c.fsync, "fsync", c.fsync, "when the log is fsynced: always (before answering), an interval such as 1s (writes before answering, syncs on the interval), or never")
 	fs.Var(duration{&c.snapshotInterval, time.Minute}, "snapshot-interval", "take a snapshot this often (0: only on size, on request and at exit); a bare number is minutes")
@@ -327,6 +328,7 @@ func (c *serveConfig) options(logger *slog.Logger, reg prometheus.Registerer) (s
 		return o, fmt.Errorf("--client-identity: %w", err)
 	}
 	o.Engine.Keys.Identity = id
+	o.Engine.PassTransactionRecipients = c.passTxRcpts
 	if o.Engine.Select, err = c.selection(); err != nil {
 		return o, err
 	}
