@@ -235,7 +235,7 @@ func netEnd(p netip.Prefix) int {
 // was not decided and nothing changed.
 func (e *Engine) Check(now Time, req *Request, ch *Changes) (Decision, error) {
 	var st checkState
-	e.prepare(req, &st, 0)
+	e.prepare(req, &st, nameHint{})
 	d, err := e.finish(now, req, &st, ch)
 	d.Ident, d.NameAt = st.ident, st.nameAt
 	return d, err
@@ -262,20 +262,20 @@ func (e *Engine) CheckBatch(now Time, reqs []Request, res []Result, recs []byte)
 	var st [2]checkState
 	var ch Changes
 	n := 0
-	// In name mode each request's name is hashed two ahead (restHash),
-	// so its line of the name cache is on its way by the time prepare
-	// reads it.
-	var hashes [4]uint64
+	// In name mode each request's name is hashed two ahead (hint), so
+	// its lines of the name cache are on their way by the time prepare
+	// reads them.
+	var hashes [4]nameHint
 	named := e.readNames
 	if named {
 		for i := range min(2, len(reqs)) {
-			hashes[i] = e.names.restHash(reqs[i].ClientName)
+			hashes[i] = e.names.hint(reqs[i].ClientName)
 		}
 	}
 	e.prepare(&reqs[0], &st[0], hashes[0])
 	for i := range reqs {
 		if named && i+2 < len(reqs) {
-			hashes[(i+2)&3] = e.names.restHash(reqs[i+2].ClientName)
+			hashes[(i+2)&3] = e.names.hint(reqs[i+2].ClientName)
 		}
 		if i+1 < len(reqs) {
 			e.prepare(&reqs[i+1], &st[(i+1)&1], hashes[(i+1)&3])
@@ -316,7 +316,7 @@ func (st *checkState) keyBytes() []byte {
 
 // prepare parses and normalises req into st and starts loading its home
 // slot. It reads no state under a lock and changes none.
-func (e *Engine) prepare(req *Request, st *checkState, nameHash uint64) {
+func (e *Engine) prepare(req *Request, st *checkState, nameHash nameHint) {
 	st.ident, st.nameAt = IdentNone, 0
 	addr, err := parseAddr(req.ClientAddr)
 	if err != nil {

@@ -363,60 +363,93 @@ func scanName(b []byte, sc *nameScan) bool {
 	return true
 }
 
+// Byte classes for scanFirstLabel.
+const (
+	clsBad    = iota // not in a DNS label
+	clsDigit         // 0-9
+	clsHex           // a-f, A-F
+	clsLetter        // the other letters
+	clsSep           // '-', '_'
+	clsDot
+)
+
+var byteClass = func() (t [256]uint8) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = clsDigit
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = clsLetter, clsLetter
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c], t[c-'a'+'A'] = clsHex, clsHex
+	}
+	t['-'], t['_'], t['.'] = clsSep, clsSep, clsDot
+	return t
+}()
+
 // scanFirstLabel reads the first label of name (any case) into sc, up to
 // its dot, and returns where that dot is (len(name) when there is none);
 // false if it is not a label (scanName's rules). The rest of the name
-// comes from the cache, so this is all a check reads of most names.
+// comes from the cache, so this is all a check reads of most names: one
+// pass, a table lookup a byte, work only where a part begins or ends.
 func scanFirstLabel(name string, sc *nameScan) (int, bool) {
-	*sc = nameScan{firstWord: -1}
-	i, runAt, partAt := 0, 0, 0
+	sc.firstWord, sc.nn, sc.hexRun, sc.v6Parts = -1, 0, 0, 0
+	wordAt, numAt, runAt, partAt := -1, -1, 0, 0
 	partHex := true
-	for ; i < len(name) && name[i] != '.'; i++ {
-		ch := name[i] | 0x20 // lowercase for letters; digits and '-' keep their class below
-		switch {
-		case 'a' <= ch && ch <= 'z' && name[i] >= 'A':
-			j := i
-			for j < len(name) && name[j]|0x20 >= 'a' && name[j]|0x20 <= 'z' && name[j] >= 'A' {
-				if name[j]|0x20 > 'f' {
-					sc.hexRun = max(sc.hexRun, j-runAt)
-					runAt, partHex = j+1, false
-				}
-				j++
+	var v uint64
+	i := 0
+	for ; i <= len(name); i++ {
+		c := uint8(clsDot)
+		if i < len(name) {
+			c = byteClass[name[i]]
+		}
+		if c == clsDigit {
+			if numAt < 0 {
+				numAt, v = i, 0
 			}
-			if sc.firstWord < 0 && isDynamicWordFold(name[i:j]) {
-				sc.firstWord = i
-			}
-			i = j - 1
-		case '0' <= name[i] && name[i] <= '9':
-			j := i
-			v := uint64(0)
-			for j < len(name) && name[j] >= '0' && name[j] <= '9' {
-				v = min(v*10+uint64(name[j]-'0'), 1<<33)
-				j++
-			}
+			v = min(v*10+uint64(name[i]-'0'), 1<<33)
+		} else if numAt >= 0 {
 			if sc.nn < maxNums && v < 1<<32 {
 				sc.nums[sc.nn] = uint32(v)
 				sc.nn++
 			} else {
 				sc.nn = maxNums + 1
 			}
-			i = j - 1
-		case name[i] == '-' || name[i] == '_':
-			sc.hexRun = max(sc.hexRun, i-runAt)
-			runAt = i + 1
+			numAt = -1
+		}
+		if c == clsHex || c == clsLetter {
+			if wordAt < 0 {
+				wordAt = i
+			}
+		} else if wordAt >= 0 {
+			if sc.firstWord < 0 && isDynamicWordFold(name[wordAt:i]) {
+				sc.firstWord = wordAt
+			}
+			wordAt = -1
+		}
+		if c == clsDigit || c == clsHex {
+			continue
+		}
+		// Not a hex digit: a hex run ends, and with a separator or the
+		// label's end a part.
+		sc.hexRun = max(sc.hexRun, i-runAt)
+		runAt = i + 1
+		switch c {
+		case clsLetter:
+			partHex = false
+		case clsSep, clsDot:
 			if partHex && i > partAt && i-partAt <= 4 {
 				sc.v6Parts++
 			}
 			partAt, partHex = i+1, true
+			if c == clsDot {
+				return i, i > 0 && i <= 63
+			}
 		default:
 			return i, false
 		}
 	}
-	sc.hexRun = max(sc.hexRun, i-runAt)
-	if partHex && i > partAt && i-partAt <= 4 {
-		sc.v6Parts++
-	}
-	return i, i > 0 && i <= 63
+	return i, false // not reached: the end counts as a dot
 }
 
 // isDynamicWordFold is isDynamicWord for a word of letters in any case.
@@ -429,27 +462,74 @@ func isDynamicWordFold(w string) bool {
 	return dynamicWords[string(b[:len(w)])]
 }
 
-// restHash returns the hash a name's rest is cached under, 0 for a name
-// without one, and starts loading the rest's cache line: a batch asks two
-// requests ahead, so the line, as likely as the triplet table's slots to
-// have left the CPU's caches, is there when the name is read.
-func (c *suffixCache) restHash(name string) uint64 {
+// nameHint is a name's two cache hashes, made ahead of its check.
+type nameHint struct {
+	label, rest uint64 // 0: not made
+}
+
+// labelSeed sets first labels' hashes apart from rests'.
+const labelSeed = 0x5bd1e9955bd1e995
+
+// hint returns the hashes a name's first label and rest are cached under
+// and starts loading their cache lines: a batch asks two requests ahead,
+// so the lines, as likely as the triplet table's slots to have left the
+// CPU's caches, are there when the name is read.
+func (c *suffixCache) hint(name string) nameHint {
 	name = strings.TrimSuffix(name, ".")
 	dot := strings.IndexByte(name, '.')
 	if dot < 0 || len(name) > maxNameLen {
-		return 0
+		return nameHint{}
 	}
-	h := xxhash.Sum64String(name[dot+1:])
-	prefetchLine(uintptr(unsafe.Pointer(&c.lines[h&(suffixCacheLines-1)])))
+	h := nameHint{label: xxhash.Sum64String(name[:dot]) ^ labelSeed, rest: xxhash.Sum64String(name[dot+1:])}
+	prefetchLine(uintptr(unsafe.Pointer(&c.lines[h.label&(suffixCacheLines-1)])))
+	prefetchLine(uintptr(unsafe.Pointer(&c.lines[h.rest&(suffixCacheLines-1)])))
 	return h
 }
 
+// First-label facts, as the cache keeps them: what scanFirstLabel finds
+// in a label, for labels with at most labelNums numbers, none over 255.
+const (
+	labelBad   = 1 << 0 // not a DNS label
+	labelWord  = 1 << 1 // a dynamic word
+	labelHex   = 1 << 2 // a run of eight hex digits
+	labelSlow  = 1 << 3 // more numbers, or a bigger one: read the label itself
+	labelV6At  = 4      // 2 bits: parts that read as 1..4 hex digits, at most 3
+	labelNAt   = 9      // 3 bits: numbers kept
+	labelNumAt = 12     // 8 bits each
+	labelNums  = 4
+)
+
+// lookupLabel works out the facts for a first label.
+func lookupLabel(label string) uint64 {
+	var sc nameScan
+	if _, ok := scanFirstLabel(label, &sc); !ok {
+		return restKnown | labelBad
+	}
+	f := uint64(restKnown) | uint64(min(sc.v6Parts, 3))<<labelV6At
+	if sc.firstWord >= 0 {
+		f |= labelWord
+	}
+	if sc.hexRun >= 8 {
+		f |= labelHex
+	}
+	if sc.nn > labelNums {
+		return f | labelSlow
+	}
+	for k, v := range sc.nums[:sc.nn] {
+		if v > 255 {
+			return f | labelSlow
+		}
+		f |= uint64(v) << (labelNumAt + 8*k)
+	}
+	return f | uint64(sc.nn)<<labelNAt
+}
+
 // analyseName decides what a client name says (nameFacts). addr is the
-// client's address, for the test of whether the name spells it; h is the
-// rest's hash when restHash has made it already, else 0. It allocates
-// nothing and reads the name once: the first label byte by byte, the rest
-// through its hash, whose facts the cache holds.
-func (c *suffixCache) analyseName(name string, addr netip.Addr, h uint64) nameFacts {
+// client's address, for the test of whether the name spells it; h holds
+// the name's hashes when hint has made them already. It allocates nothing
+// and, once its first label and rest are in the cache, reads the name
+// only to hash it.
+func (c *suffixCache) analyseName(name string, addr netip.Addr, h nameHint) nameFacts {
 	var f nameFacts
 	if len(name) > 0 && name[len(name)-1] == '.' {
 		name = name[:len(name)-1]
@@ -457,23 +537,42 @@ func (c *suffixCache) analyseName(name string, addr netip.Addr, h uint64) nameFa
 	if name == "" || len(name) > maxNameLen || (len(name) == 7 && strings.EqualFold(name, "unknown")) {
 		return f
 	}
+	dot := strings.IndexByte(name, '.')
 	var sc nameScan
-	dot, ok := scanFirstLabel(name, &sc)
-	if !ok {
+	if dot < 0 {
+		// One label, no registrable domain: a name, but a generic one.
+		_, ok := scanFirstLabel(name, &sc)
+		f.verified, f.generic = ok, ok
 		return f
 	}
-	if dot == len(name) {
-		// One label, no registrable domain: a name, but a generic one.
-		f.verified, f.generic = true, true
+	label := name[:dot]
+	if h.label == 0 {
+		h = nameHint{label: xxhash.Sum64String(label) ^ labelSeed, rest: xxhash.Sum64String(name[dot+1:])}
+	}
+	linfo := c.lookup(h.label, func() uint64 { return lookupLabel(label) })
+	switch {
+	case linfo&labelBad != 0:
 		return f
+	case linfo&labelSlow != 0:
+		scanFirstLabel(name, &sc)
+	default:
+		sc.firstWord, sc.hexRun = -1, 0
+		if linfo&labelWord != 0 {
+			sc.firstWord = 0
+		}
+		if linfo&labelHex != 0 {
+			sc.hexRun = 8
+		}
+		sc.v6Parts = int(linfo >> labelV6At & 3)
+		sc.nn = int(linfo >> labelNAt & 7)
+		for k := range sc.nn {
+			sc.nums[k] = uint32(linfo >> (labelNumAt + 8*k) & 0xff)
+		}
 	}
 	// The rest is hashed as it came; its facts are those of its lowercase
 	// form, so a name in capitals only takes a slot of its own.
 	rest := name[dot+1:]
-	if h == 0 {
-		h = xxhash.Sum64String(rest)
-	}
-	info := c.lookup(h, func() uint64 { return lookupRest(rest) })
+	info := c.lookup(h.rest, func() uint64 { return lookupRest(rest) })
 	if info&restInvalid != 0 {
 		return f
 	}
@@ -654,7 +753,7 @@ func (e *Engine) ClassifyName(addr, name string) (NameClass, error) {
 	if err != nil {
 		return NameClass{}, fmt.Errorf("%w: %q", ErrBadClientAddress, addr)
 	}
-	f := e.names.analyseName(name, a.Unmap().WithZone(""), 0)
+	f := e.names.analyseName(name, a.Unmap().WithZone(""), nameHint{})
 	c := NameClass{Verified: f.verified, Generic: f.generic}
 	if f.verified && !f.generic {
 		c.Identity = strings.ToLower(strings.TrimSuffix(name, ".")[f.identAt:])
