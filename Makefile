@@ -11,7 +11,7 @@ BENCHTIME   ?= 2s
 
 # Fuzz targets as dir:name: those of fuzz/ through the packages' exported
 # API, and those inside a package that test its internals.
-FUZZ_TARGETS = $(shell grep -o '^func Fuzz[A-Za-z0-9]*' fuzz/*_test.go server/*_test.go | sed 's|/[^/]*:func |:|')
+FUZZ_TARGETS = $(shell grep -o '^func Fuzz[A-Za-z0-9]*' */*_test.go | sed 's|/[^/]*:func |:|')
 
 .PHONY: all build install unit-check run test check fmt-check vet staticcheck unit bench bench-peers bench-day fuzz e2e e2e-postfix e2e-exim clean \
 	dashboard deploy-check deb deb-check

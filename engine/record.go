@@ -185,3 +185,18 @@ func forEachRecord(p []byte, fn func(typ byte, body []byte) error) error {
 	}
 	return nil
 }
+
+// CheckRecords decodes every record of a payload without applying any and
+// returns how many it holds, so that a payload from elsewhere can be
+// refused whole rather than applied in part.
+func CheckRecords(payload []byte) (int, error) {
+	n := 0
+	err := forEachRecord(payload, func(typ byte, body []byte) error {
+		if _, err := decodeRecord(typ, body); err != nil {
+			return err
+		}
+		n++
+		return nil
+	})
+	return n, err
+}

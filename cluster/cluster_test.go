@@ -1,0 +1,433 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/greyhold/greyhold/engine"
+	"github.com/greyhold/greyhold/internal/testutil"
+	"github.com/greyhold/greyhold/store"
+	"github.com/greyhold/greyhold/wal"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// nats-server's and nats.go's own background goroutines outlive a
+		// shut-down server by a moment.
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
+		goleak.IgnoreTopFunction("time.Sleep"),
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats.go.(*Conn).doReconnect"),
+	)
+}
+
+const t0 = testutil.T0
+
+// guard bounds a wait for something the test itself set going: it fails
+// instead of hanging.
+func guard(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// natsNode is an embedded nats-server with JetStream, restartable on the
+// same port and store directory.
+type natsNode struct {
+	t     *testing.T
+	opts  *natsserver.Options
+	s     *natsserver.Server
+	url   string
+	alive bool
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startNATS(t *testing.T) *natsNode {
+	t.Helper()
+	n := &natsNode{t: t, opts: &natsserver.Options{
+		Host: "127.0.0.1", Port: freePort(t), JetStream: true, StoreDir: t.TempDir(),
+		NoLog: true, NoSigs: true,
+	}}
+	n.url = fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port)
+	n.start()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *natsNode) start() {
+	n.t.Helper()
+	s, err := natsserver.NewServer(n.opts)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(20 * time.Second) {
+		n.t.Fatal("nats-server not ready")
+	}
+	n.s, n.alive = s, true
+}
+
+func (n *natsNode) stop() {
+	if n.alive {
+		n.s.Shutdown()
+		n.s.WaitForShutdown()
+		n.alive = false
+	}
+}
+
+// testNode is a store and its replication, as one MX host runs them.
+type testNode struct {
+	t     *testing.T
+	name  string
+	dir   string
+	url   string
+	sopts store.Options
+	copts Options
+	st    *store.Store
+	n     *Node
+}
+
+// newNode opens a store in dir (a new one if ""), with the secret of
+// secretFrom (the fleet's, if not ""), and starts its replication.
+func newNode(t *testing.T, url, name, dir, secretFrom string, mut func(*Options)) *testNode {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	if secretFrom != "" {
+		copySecret(t, secretFrom, dir)
+	}
+	tn := &testNode{t: t, name: name, dir: dir, url: url}
+	tn.sopts = store.DefaultOptions()
+	tn.sopts.Clock = engine.NewManualClock(t0)
+	tn.sopts.SnapshotInterval = 0
+	tn.sopts.SnapshotLogBytes = 0
+	tn.sopts.Sync = wal.SyncNever
+	tn.sopts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	tn.copts = Options{URLs: url, NodeID: name, ConnectWait: 10 * time.Second, SnapshotUploadInterval: time.Nanosecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if testing.Verbose() {
+		tn.copts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test_node", name)
+	}
+	if mut != nil {
+		mut(&tn.copts)
+	}
+	tn.open()
+	t.Cleanup(tn.close)
+	return tn
+}
+
+func (tn *testNode) open() {
+	tn.t.Helper()
+	st, err := store.Open(tn.dir, tn.sopts)
+	if err != nil {
+		tn.t.Fatal(err)
+	}
+	n, err := New(st, tn.copts)
+	if err != nil {
+		st.Close()
+		tn.t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		st.Close()
+		tn.t.Fatal(err)
+	}
+	tn.st, tn.n = st, n
+}
+
+func (tn *testNode) close() {
+	if tn.n == nil {
+		return
+	}
+	tn.n.Close()
+	if err := tn.st.Close(); err != nil {
+		tn.t.Error(err)
+	}
+	tn.n, tn.st = nil, nil
+}
+
+// restart closes the node as a stop does (final snapshot) and opens it again.
+func (tn *testNode) restart() {
+	tn.close()
+	tn.open()
+}
+
+func copySecret(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(src, "secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dst, "secret"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func triplet(i int) *engine.Request {
+	return &engine.Request{ClientAddr: fmt.Sprintf("10.%d.%d.7", i/250, i%250), ClientName: "mail.example",
+		Sender: fmt.Sprintf("sender%d@news.example", i), Recipient: fmt.Sprintf("user%d@example.test", i)}
+}
+
+func (tn *testNode) expect(at engine.Time, r *engine.Request, v engine.Verdict, reason engine.Reason) {
+	tn.t.Helper()
+	d, err := tn.st.CheckAt(at, r)
+	if err != nil {
+		tn.t.Fatalf("%s: %v", tn.name, err)
+	}
+	if d.Verdict != v || d.Reason != reason {
+		tn.t.Fatalf("%s: %s at %d: %v/%v, want %v/%v", tn.name, r.Sender, at, d.Verdict, d.Reason, v, reason)
+	}
+}
+
+// shipped waits until everything the node logged is acknowledged by the
+// stream, and returns the sequence of its last message.
+func (tn *testNode) shipped(ctx context.Context) uint64 {
+	tn.t.Helper()
+	err := tn.n.Wait(ctx, func(s Stats) bool { return s.Backlog.Frames == 0 })
+	if err != nil {
+		tn.t.Fatalf("%s: backlog not shipped: %v (%+v)", tn.name, err, tn.n.Stats())
+	}
+	return tn.n.Stats().PubSeq
+}
+
+// applied waits until the node has applied the stream up to seq.
+func (tn *testNode) applied(ctx context.Context, seq uint64) {
+	tn.t.Helper()
+	if err := tn.n.Wait(ctx, func(s Stats) bool { return s.Applied >= seq }); err != nil {
+		tn.t.Fatalf("%s: not applied up to %d: %v (%+v)", tn.name, seq, err, tn.n.Stats())
+	}
+}
+
+// hears waits until every node in to has applied what from has shipped.
+func (tn *testNode) hears(ctx context.Context, to ...*testNode) {
+	tn.t.Helper()
+	seq := tn.shipped(ctx)
+	for _, o := range to {
+		o.applied(ctx, seq)
+	}
+}
+
+func TestRetryPassesOnAnotherNode(t *testing.T) {
+	ns := startNATS(t)
+	ctx := guard(t)
+	a := newNode(t, ns.url, "mx1", "", "", nil)
+	b := newNode(t, ns.url, "mx2", "", a.dir, nil)
+	for i := range 20 {
+		a.expect(t0, triplet(i), engine.Defer, engine.ReasonNew)
+	}
+	a.hears(ctx, b)
+	for i := range 20 {
+		b.expect(t0+300, triplet(i), engine.Pass, engine.ReasonPassed)
+	}
+	// A third node, new, learns all of it from the stream.
+	c := newNode(t, ns.url, "mx3", "", a.dir, nil)
+	c.expect(t0, triplet(100), engine.Defer, engine.ReasonNew)
+	b.hears(ctx, c, a)
+	c.hears(ctx, a, b)
+	for i := range 20 {
+		c.expect(t0+301, triplet(i), engine.Pass, engine.ReasonKnown)
+		a.expect(t0+302, triplet(i), engine.Pass, engine.ReasonKnown)
+	}
+	if !c.n.Ready() {
+		t.Fatalf("caught up, but not ready: %+v", c.n.Stats())
+	}
+	st := b.n.Stats()
+	if len(st.Peers) != 2 || st.Peers[0].Node != "mx1" || st.Peers[1].Node != "mx3" || st.AppliedRec == 0 {
+		t.Fatalf("b's stats: %+v", st)
+	}
+}
+
+func TestNATSOutage(t *testing.T) {
+	ns := startNATS(t)
+	ctx := guard(t)
+	a := newNode(t, ns.url, "mx1", "", "", nil)
+	b := newNode(t, ns.url, "mx2", "", a.dir, nil)
+	a.expect(t0, triplet(1), engine.Defer, engine.ReasonNew)
+	a.hears(ctx, b)
+
+	ns.stop()
+	if err := a.n.Wait(ctx, func(s Stats) bool { return !s.Connected }); err != nil {
+		t.Fatal(err)
+	}
+	// Both keep answering from their own state, and log for the fleet.
+	for i := 2; i < 30; i++ {
+		a.expect(t0, triplet(i), engine.Defer, engine.ReasonNew)
+	}
+	b.expect(t0+300, triplet(1), engine.Pass, engine.ReasonPassed)
+	if !a.n.Ready() || !b.n.Ready() {
+		t.Fatal("a node without NATS must still be ready: it serves alone")
+	}
+	if bl := a.n.Stats().Backlog; bl.Frames != 28 {
+		t.Fatalf("backlog %+v, want 28 frames", bl)
+	}
+
+	ns.start()
+	a.hears(ctx, b)
+	b.hears(ctx, a)
+	for i := 2; i < 30; i++ {
+		b.expect(t0+300, triplet(i), engine.Pass, engine.ReasonPassed)
+	}
+	a.expect(t0+301, triplet(1), engine.Pass, engine.ReasonKnown)
+}
+
+func TestRestartResumes(t *testing.T) {
+	ns := startNATS(t)
+	ctx := guard(t)
+	a := newNode(t, ns.url, "mx1", "", "", nil)
+	b := newNode(t, ns.url, "mx2", "", a.dir, nil)
+	for i := range 10 {
+		a.expect(t0, triplet(i), engine.Defer, engine.ReasonNew)
+	}
+	a.hears(ctx, b)
+	appliedBefore := b.n.Stats().Applied
+	b.close()
+	for i := 10; i < 15; i++ {
+		a.expect(t0, triplet(i), engine.Defer, engine.ReasonNew)
+	}
+	b.open()
+	a.hears(ctx, b)
+	if got := b.n.Stats().AppliedRec; got == 0 || got > 5*3 {
+		t.Fatalf("after a restart b applied %d records: it should go on from sequence %d, not replay the stream", got, appliedBefore)
+	}
+	for i := range 15 {
+		b.expect(t0+300, triplet(i), engine.Pass, engine.ReasonPassed)
+	}
+	// And a restarted publisher ships only what it had not: the one
+	// record of the check after the restart.
+	a.restart()
+	a.expect(t0, triplet(99), engine.Defer, engine.ReasonNew)
+	a.shipped(ctx)
+	if got := a.n.Stats().Published; got != 1 {
+		t.Fatalf("after a restart the publisher sent %d records, want the 1 written since", got)
+	}
+}
+
+func TestTrimmedStreamBootstraps(t *testing.T) {
+	ns := startNATS(t)
+	ctx := guard(t)
+	a := newNode(t, ns.url, "mx1", "", "", nil)
+	b := newNode(t, ns.url, "mx2", "", a.dir, nil)
+	a.expect(t0, triplet(0), engine.Defer, engine.ReasonNew)
+	a.hears(ctx, b)
+	b.close()
+	for i := 1; i < 40; i++ {
+		a.expect(t0, triplet(i), engine.Defer, engine.ReasonNew)
+	}
+	a.shipped(ctx)
+	// A snapshot, uploaded for the fleet, then the stream trimmed past
+	// what b had applied.
+	if _, err := a.st.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.n.Wait(ctx, func(s Stats) bool { return s.Uploads > 0 }); err != nil {
+		t.Fatal(err)
+	}
+	purge(t, ns.url, "GREYHOLD")
+	b.open()
+	if err := b.n.Wait(ctx, func(s Stats) bool { return s.Bootstraps == 1 && s.CaughtUp }); err != nil {
+		t.Fatalf("b did not bootstrap: %v (%+v)", err, b.n.Stats())
+	}
+	for i := range 40 {
+		b.expect(t0+300, triplet(i), engine.Pass, engine.ReasonPassed)
+	}
+}
+
+func purge(t *testing.T, url, stream string) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOtherSecretRefused(t *testing.T) {
+	ns := startNATS(t)
+	a := newNode(t, ns.url, "mx1", "", "", nil)
+	_ = a
+	dir := t.TempDir()
+	sopts := store.DefaultOptions()
+	sopts.Clock = engine.NewManualClock(t0)
+	sopts.Logger = slog.New(slog.DiscardHandler)
+	st, err := store.Open(dir, sopts) // a secret of its own
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	n, err := New(st, Options{URLs: ns.url, NodeID: "stranger"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = n.Start(context.Background())
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "secret differs") {
+		t.Fatalf("Start with another secret = %v, want ErrRefused naming the secret", err)
+	}
+}
+
+func TestForeignAndMalformedMessagesSkipped(t *testing.T) {
+	ns := startNATS(t)
+	ctx := guard(t)
+	a := newNode(t, ns.url, "mx1", "", "", nil)
+	b := newNode(t, ns.url, "mx2", "", a.dir, nil)
+	nc, err := nats.Connect(ns.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	bad := func(subject string, h map[string]string, body []byte) {
+		m := nats.NewMsg(subject)
+		for k, v := range h {
+			m.Header.Set(k, v)
+		}
+		m.Data = body
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := map[string]string{hdrKind: kindFrames, hdrNode: "evil", hdrFleet: b.n.fleet, hdrGen: "1", hdrFirst: "1", hdrLast: "1"}
+	bad(subjectPrefix+"evil", good, []byte("not frames at all"))
+	foreign := map[string]string{hdrKind: kindFrames, hdrNode: "evil", hdrFleet: "0000-0000", hdrGen: "1", hdrFirst: "1", hdrLast: "1"}
+	bad(subjectPrefix+"evil", foreign, nil)
+	// A frame of the right fleet id but keyed by another secret.
+	f, _ := wal.AppendFrame(nil, wal.Frame{Index: 1, Gen: 1, KeyID: 7, Records: 1, Payload: []byte{1, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}})
+	bad(subjectPrefix+"evil", good, append([]byte{byte(len(f))}, f...))
+	a.expect(t0, triplet(1), engine.Defer, engine.ReasonNew)
+	a.hears(ctx, b)
+	b.expect(t0+300, triplet(1), engine.Pass, engine.ReasonPassed)
+	if got := b.n.Stats(); len(got.Peers) != 1 {
+		t.Fatalf("peers %+v: the bad messages' node must not count as one", got.Peers)
+	}
+}
