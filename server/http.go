@@ -114,7 +114,7 @@ func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx, metrics fasthttp.RequestHa
 		ctx.SetBodyString("ok\n")
 	case "/readyz":
 		ctx.SetContentType("text/plain; charset=utf-8")
-		if s.ready.Load() && !s.stopping.Load() {
+		if s.isReady() && !s.stopping.Load() {
 			ctx.SetBodyString("ready\n")
 		} else {
 			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
@@ -526,6 +526,9 @@ func (s *Server) httpStats(ctx *fasthttp.RequestCtx) {
 			"snapshot_seconds": st.Recovery.SnapshotTime.Seconds(), "replay_seconds": st.Recovery.ReplayTime.Seconds(),
 			"broken_snapshots": st.Recovery.BrokenSnapshots,
 		},
+	}
+	if f := s.cfg.Fleet; f != nil {
+		out["fleet"] = f.Status()
 	}
 	if ls := st.LastSnapshot; ls != nil {
 		out["last_snapshot"] = map[string]any{

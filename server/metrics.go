@@ -184,7 +184,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSnapFail, prometheus.CounterValue, float64(st.SnapshotFailures))
 	ch <- prometheus.MustNewConstMetric(descNotLogged, prometheus.CounterValue, float64(st.NotLogged))
 	ready := 0.0
-	if c.s.ready.Load() {
+	if c.s.isReady() {
 		ready = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)

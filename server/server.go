@@ -97,10 +97,23 @@ type Checker interface {
 
 var _ Checker = (*store.Store)(nil)
 
+// Fleet is what the server shows of the node's replication, when it has
+// one (cluster.Node).
+type Fleet interface {
+	// Ready reports whether the node has caught up with the fleet, or
+	// serves alone while NATS is away.
+	Ready() bool
+	// Status is the fleet's section of /v1/stats, ready for JSON.
+	Status() any
+}
+
 // Config is everything a Server needs. Zero durations and limits take the
 // documented defaults.
 type Config struct {
 	Store Checker
+	// Fleet, if set, holds /readyz at 503 until the node has caught up with
+	// its fleet, and fills /v1/stats' fleet section.
+	Fleet Fleet
 
 	// Listen addresses; "" turns a listener off.
 	PolicyListen string // default 127.0.0.1:10023
@@ -726,4 +739,10 @@ func (s *Server) shownRule(kind engine.RuleKind, v string) string {
 		return s.shown('s', v)
 	}
 	return s.shown('r', v)
+}
+
+// isReady is recovery done and listeners up, and, with a fleet, caught up
+// with it.
+func (s *Server) isReady() bool {
+	return s.ready.Load() && (s.cfg.Fleet == nil || s.cfg.Fleet.Ready())
 }

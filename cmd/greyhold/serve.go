@@ -63,6 +63,8 @@ type serveConfig struct {
 	drainDelay, shutdownTimeout             time.Duration
 
 	logLevel, logFormat, logDecisions, logAddresses string
+
+	fleet fleetConfig
 }
 
 func defaultServeConfig() serveConfig {
@@ -71,6 +73,7 @@ func defaultServeConfig() serveConfig {
 	host, _ := os.Hostname()
 	lim := server.DefaultLimits()
 	return serveConfig{
+		fleet:            defaultFleetConfig(),
 		dataDir:          "./greyhold-data",
 		policyListen:     "127.0.0.1:10023",
 		lineListen:       "127.0.0.1:10025",
@@ -176,6 +179,8 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text (key=value) or json")
 	fs.StringVar(&c.logDecisions, "log-decisions", c.logDecisions, "log each decision: all (as postgrey), defers, or off")
 	fs.StringVar(&c.logAddresses, "log-addresses", c.logAddresses, "how log lines show client addresses and names, senders and recipients: plain (as sent), or hash (keyed hashes, as the state on disk holds them)")
+
+	c.fleet.flags(fs)
 
 	// postgrey's names, so its command lines carry over. Each sets the
 	// flag it stands for through fs.Set, so that flag counts as given
@@ -351,6 +356,7 @@ func (c *serveConfig) options(logger *slog.Logger, reg prometheus.Registerer) (s
 	o.SnapshotLogBytes = c.snapshotLogBytes
 	o.Logger = logger
 	o.Registerer = reg
+	o.SecretFile = c.fleet.secretFile
 	return o, nil
 }
 
@@ -536,12 +542,25 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 	}
 	logger.Info("recovery done", "duration", time.Since(start).Round(time.Millisecond), "keys", st.Engine().Options().Keys.String())
 
+	fleet, err := startFleet(&c.fleet, st, logger, reg)
+	if err != nil {
+		if cerr := st.Close(); cerr != nil {
+			logger.Error("closing the store", "err", cerr)
+		}
+		return err
+	}
 	scfg.Store = st
+	if fleet != nil {
+		scfg.Fleet = fleet
+	}
 	srv, err := server.New(scfg)
 	if err == nil {
 		err = srv.Start()
 	}
 	if err != nil {
+		if fleet != nil {
+			fleet.Close()
+		}
 		if cerr := st.Close(); cerr != nil {
 			logger.Error("closing the store", "err", cerr)
 		}
@@ -576,6 +595,10 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 	var errs []error
 	if err := srv.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if fleet != nil {
+		// What it had not shipped stays in the log for the next start.
+		fleet.Close()
 	}
 	if err := st.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("closing the store: %w", err))
