@@ -39,7 +39,7 @@ const t0 = testutil.T0
 
 // guard bounds a wait for something the test itself set going: it fails
 // instead of hanging.
-func guard(t *testing.T) context.Context {
+func guard(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
@@ -49,14 +49,14 @@ func guard(t *testing.T) context.Context {
 // natsNode is an embedded nats-server with JetStream, restartable on the
 // same port and store directory.
 type natsNode struct {
-	t     *testing.T
+	t     testing.TB
 	opts  *natsserver.Options
 	s     *natsserver.Server
 	url   string
 	alive bool
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -66,7 +66,7 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func startNATS(t *testing.T) *natsNode {
+func startNATS(t testing.TB) *natsNode {
 	t.Helper()
 	n := &natsNode{t: t, opts: &natsserver.Options{
 		Host: "127.0.0.1", Port: freePort(t), JetStream: true, StoreDir: t.TempDir(),
@@ -101,7 +101,7 @@ func (n *natsNode) stop() {
 
 // testNode is a store and its replication, as one MX host runs them.
 type testNode struct {
-	t     *testing.T
+	t     testing.TB
 	name  string
 	dir   string
 	url   string
@@ -113,7 +113,7 @@ type testNode struct {
 
 // newNode opens a store in dir (a new one if ""), with the secret of
 // secretFrom (the fleet's, if not ""), and starts its replication.
-func newNode(t *testing.T, url, name, dir, secretFrom string, mut func(*Options)) *testNode {
+func newNode(t testing.TB, url, name, dir, secretFrom string, mut func(*Options)) *testNode {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -147,6 +147,10 @@ func (tn *testNode) open() {
 	if err != nil {
 		tn.t.Fatal(err)
 	}
+	if tn.url == "" { // a node alone, for comparison
+		tn.st = st
+		return
+	}
 	n, err := New(st, tn.copts)
 	if err != nil {
 		st.Close()
@@ -160,10 +164,12 @@ func (tn *testNode) open() {
 }
 
 func (tn *testNode) close() {
-	if tn.n == nil {
+	if tn.st == nil {
 		return
 	}
-	tn.n.Close()
+	if tn.n != nil {
+		tn.n.Close()
+	}
 	if err := tn.st.Close(); err != nil {
 		tn.t.Error(err)
 	}
@@ -176,7 +182,7 @@ func (tn *testNode) restart() {
 	tn.open()
 }
 
-func copySecret(t *testing.T, src, dst string) {
+func copySecret(t testing.TB, src, dst string) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(src, "secret"))
 	if err != nil {
@@ -356,7 +362,7 @@ func TestTrimmedStreamBootstraps(t *testing.T) {
 	}
 }
 
-func purge(t *testing.T, url, stream string) {
+func purge(t testing.TB, url, stream string) {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -429,5 +435,34 @@ func TestForeignAndMalformedMessagesSkipped(t *testing.T) {
 	b.expect(t0+300, triplet(1), engine.Pass, engine.ReasonPassed)
 	if got := b.n.Stats(); len(got.Peers) != 1 {
 		t.Fatalf("peers %+v: the bad messages' node must not count as one", got.Peers)
+	}
+}
+
+// TestBigFrameShippedInPieces: a frame bigger than a message (a batch of
+// checks group-committed at once) goes out in pieces and arrives whole.
+func TestBigFrameShippedInPieces(t *testing.T) {
+	ns := startNATS(t)
+	ctx := guard(t)
+	small := func(o *Options) { o.MaxMsgBytes = 16 << 10 }
+	a := newNode(t, ns.url, "mx1", "", "", small)
+	b := newNode(t, ns.url, "mx2", "", a.dir, small)
+	batch := make([]engine.Request, 3000) // about 54 KB of records in one frame
+	for i := range batch {
+		batch[i] = *triplet(i)
+	}
+	for i, r := range a.st.CheckBatch(t0, batch, nil) {
+		if r.Err != nil || r.Decision.Reason != engine.ReasonNew {
+			t.Fatalf("check %d: %+v", i, r)
+		}
+	}
+	if st := a.st.Stats().WAL; st.Frames != 1 {
+		t.Fatalf("%d frames: the batch was meant to be one", st.Frames)
+	}
+	a.hears(ctx, b)
+	if msgs := a.n.published.messages.Load(); msgs < 4 {
+		t.Fatalf("%d messages for a 54 KB frame under a 16 KiB limit", msgs)
+	}
+	for i := range batch {
+		b.expect(t0+300, triplet(i), engine.Pass, engine.ReasonPassed)
 	}
 }

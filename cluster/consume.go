@@ -48,7 +48,7 @@ func (n *Node) consume() {
 		if err != nil {
 			n.warn.log("applying the fleet's records failed; retrying", "err", err)
 		}
-		if !sleep(n.ctx, retry) {
+		if !n.pause(retry) {
 			return
 		}
 		retry = min(2*retry, 30*time.Second)
@@ -169,6 +169,12 @@ func (n *Node) handle(msg jetstream.Msg, seq uint64) {
 	}
 	lag := time.Since(time.UnixMilli(frames[len(frames)-1].UnixMilli))
 	n.m.lag(lag)
+	if n.lagHook != nil {
+		now := time.Now()
+		for _, f := range frames {
+			n.lagHook(now.Sub(time.UnixMilli(f.UnixMilli)))
+		}
+	}
 	n.appliedN.messages.Add(1)
 	n.appliedN.frames.Add(uint64(len(frames)))
 	n.appliedN.records.Add(uint64(records))

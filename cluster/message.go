@@ -100,7 +100,7 @@ func decodeFrames(body []byte, key uint32, out []wal.Frame) ([]wal.Frame, error)
 		if f.Version != 2 || f.KeyID != key {
 			return out, fmt.Errorf("%w: frame %d carries key id %08x, want %08x", errMalformed, f.Index, f.KeyID, key)
 		}
-		if len(out) > 0 && f.Index <= out[len(out)-1].Index {
+		if len(out) > 0 && f.Index < out[len(out)-1].Index {
 			return out, fmt.Errorf("%w: frame %d after frame %d", errMalformed, f.Index, out[len(out)-1].Index)
 		}
 		if got, err := engine.CheckRecords(f.Payload); err != nil || got != f.Records {
@@ -121,9 +121,16 @@ func msgID(node string, gen uint32, first, last uint64) string {
 	return node + ":" + strconv.FormatUint(uint64(gen), 16) + ":" + strconv.FormatUint(first, 10) + "-" + strconv.FormatUint(last, 10)
 }
 
-// framesMsg builds the message that ships frames.
-func framesMsg(node, fleet string, frames []wal.Frame, body []byte) *nats.Msg {
+// framesMsg builds the message that ships frames. piece, when not -1, says
+// the message holds one piece of a frame, starting at that offset of its
+// payload; partial, that more pieces follow: the message then names the
+// frame before as its last whole one.
+func framesMsg(node, fleet string, frames []wal.Frame, body []byte, piece int, partial bool) *nats.Msg {
 	first, last := frames[0], frames[len(frames)-1]
+	whole := last.Index
+	if partial {
+		whole--
+	}
 	m := nats.NewMsg(subjectPrefix + node)
 	m.Data = body
 	m.Header.Set(hdrKind, kindFrames)
@@ -131,8 +138,14 @@ func framesMsg(node, fleet string, frames []wal.Frame, body []byte) *nats.Msg {
 	m.Header.Set(hdrFleet, fleet)
 	m.Header.Set(hdrGen, strconv.FormatUint(uint64(last.Gen), 10))
 	m.Header.Set(hdrFirst, strconv.FormatUint(first.Index, 10))
-	m.Header.Set(hdrLast, strconv.FormatUint(last.Index, 10))
-	m.Header.Set(nats.MsgIdHdr, msgID(node, first.Gen, first.Index, last.Index))
+	m.Header.Set(hdrLast, strconv.FormatUint(whole, 10))
+	id := msgID(node, first.Gen, first.Index, last.Index)
+	if piece >= 0 {
+		// Pieces of one frame share its index: their offsets tell them
+		// apart.
+		id += "@" + strconv.Itoa(piece)
+	}
+	m.Header.Set(nats.MsgIdHdr, id)
 	return m
 }
 

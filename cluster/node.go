@@ -73,6 +73,7 @@ type Node struct {
 	applied    atomic.Uint64 // stream sequence of the last message handled
 	pubSeq     atomic.Uint64 // stream sequence of this node's last message acknowledged
 	changeMu   sync.Mutex
+	joined     chan struct{} // closed and replaced at each connect
 	changed    chan struct{} // closed and replaced when the node's progress changes
 	snapSeq    atomic.Uint64 // applied, as the last snapshot began
 	acked      atomic.Uint64 // last log index the stream acknowledged
@@ -87,6 +88,9 @@ type Node struct {
 	peers      map[string]*peer
 	published  counters
 	appliedN   counters
+
+	// lagHook, if set, hears every applied frame's lag (benchmarks).
+	lagHook func(time.Duration)
 }
 
 type counters struct {
@@ -116,6 +120,7 @@ func New(st Store, opts Options) (*Node, error) {
 		uploadC: make(chan store.SnapshotInfo, 1),
 		peers:   map[string]*peer{},
 		changed: make(chan struct{}),
+		joined:  make(chan struct{}),
 	}
 	n.fleet = fleetID(n.id)
 	n.key = keyID(n.id.SecretID)
@@ -260,6 +265,10 @@ func (n *Node) onConnect(c *nats.Conn, msg string) {
 		return
 	}
 	n.log.Info(msg, "url", c.ConnectedUrlRedacted())
+	n.changeMu.Lock()
+	close(n.joined)
+	n.joined = make(chan struct{})
+	n.changeMu.Unlock()
 	n.progressed()
 	select {
 	case n.connC <- struct{}{}:
@@ -306,6 +315,24 @@ func (n *Node) run() {
 	go func() { defer n.wg.Done(); n.publish() }()
 	go func() { defer n.wg.Done(); n.consume() }()
 	go func() { defer n.wg.Done(); n.uploads() }()
+}
+
+// pause waits before a retry: d, or until NATS connects again, whichever
+// comes first, so that a node does not sit out a long backoff after an
+// outage ends. It reports false once the node is closing.
+func (n *Node) pause(d time.Duration) bool {
+	n.changeMu.Lock()
+	joined := n.joined
+	n.changeMu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-joined:
+	case <-n.ctx.Done():
+		return false
+	}
+	return true
 }
 
 // sleep waits d or until ctx ends, reporting whether it waited d.

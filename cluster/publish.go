@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/greyhold/greyhold/engine"
 	"github.com/greyhold/greyhold/wal"
 )
 
@@ -29,7 +30,7 @@ func (n *Node) publish() {
 		if err != nil {
 			n.warn.log("shipping the log to the stream failed; retrying", "err", err,
 				"hint", "the log keeps every change until the stream acknowledges it")
-			if !sleep(n.ctx, retry) {
+			if !n.pause(retry) {
 				return
 			}
 			retry = min(2*retry, 30*time.Second)
@@ -80,63 +81,122 @@ func (n *Node) lastShipped(ctx context.Context) (shipped, bool, error) {
 	return p, true, nil
 }
 
-// shipFrom reads frames from cur and publishes them until an error.
+// shipFrom reads frames from cur and publishes them until an error. A
+// message carries whole frames up to the size limit; a frame bigger than
+// that (group commit makes frames of up to the log's batch bound, 4 MiB)
+// goes out in pieces cut between records, each a frame of the same index.
 func (n *Node) shipFrom(ctx context.Context, cur *wal.Cursor) error {
 	done, cancel := context.WithCancel(ctx)
 	cancel() // Next with a done context returns what is written, without waiting
+	limit := n.opts.MaxMsgBytes
+	if mp := int(n.nc.MaxPayload()) - 8<<10; mp > 0 && mp < limit {
+		limit = mp // headers and framing fit in the rest
+	}
 	var frames []wal.Frame
 	var body []byte
-	for {
-		frames, body = frames[:0], body[:0]
-	gather:
-		for len(body) < n.opts.MaxMsgBytes {
-			wait := done
-			if len(frames) == 0 {
-				wait = ctx
-			}
-			f, err := cur.Next(wait)
-			var gapErr *wal.GapError
-			switch {
-			case errors.As(err, &gapErr):
-				// Lost from this node's log (damage, or a file removed
-				// under it): the store has written a snapshot, which
-				// goes out in their place.
-				n.log.Warn("frames this node has not shipped are gone from its log: shipping a snapshot instead",
-					"first", gapErr.First, "last", gapErr.Last)
-				n.snapNeed.Store(true)
-				if len(frames) > 0 {
-					if err := n.send(ctx, frames, body); err != nil {
-						return err
-					}
-				}
-				return errors.New("frames missing from the log")
-			case err == nil:
-			case ctx.Err() != nil:
-				return nil
-			case errors.Is(err, context.Canceled):
-				break gather // all that is written is in hand
-			default:
-				return fmt.Errorf("read the log: %w", err)
-			}
-			var eerr error
-			if body, eerr = appendFrames(body, []wal.Frame{f}); eerr != nil {
-				return eerr
-			}
-			// The payload is only valid until the next read: keep the
-			// header fields, which is all send needs beyond the body.
-			f.Payload = nil
-			frames = append(frames, f)
+	flush := func() error {
+		if len(frames) == 0 {
+			return nil
 		}
-		if err := n.send(ctx, frames, body); err != nil {
+		err := n.send(ctx, frames, body, -1, false)
+		frames, body = frames[:0], body[:0]
+		return err
+	}
+	for {
+		wait := done
+		if len(frames) == 0 {
+			wait = ctx
+		}
+		f, err := cur.Next(wait)
+		var gapErr *wal.GapError
+		switch {
+		case errors.As(err, &gapErr):
+			// Lost from this node's log (damage, or a file removed under
+			// it): the store has written a snapshot, which goes out in
+			// their place.
+			n.log.Warn("frames this node has not shipped are gone from its log: shipping a snapshot instead",
+				"first", gapErr.First, "last", gapErr.Last)
+			n.snapNeed.Store(true)
+			if err := flush(); err != nil {
+				return err
+			}
+			return errors.New("frames missing from the log")
+		case err == nil:
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, context.Canceled):
+			// All that is written is in hand.
+			if err := flush(); err != nil {
+				return err
+			}
+			continue
+		default:
+			return fmt.Errorf("read the log: %w", err)
+		}
+		size := frameOverhead + len(f.Payload)
+		if len(body)+size > limit {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if size > limit {
+			if err := n.sendPieces(ctx, f, limit); err != nil {
+				return err
+			}
+			continue
+		}
+		if body, err = appendFrames(body, []wal.Frame{f}); err != nil {
 			return err
 		}
+		// The payload is only valid until the next read: keep the header
+		// fields, which is all send needs beyond the body.
+		f.Payload = nil
+		frames = append(frames, f)
 	}
 }
 
+// frameOverhead bounds what a frame adds to its payload in a message: its
+// length prefix, header and CRC.
+const frameOverhead = 10 + 30 + 4
+
+// sendPieces ships one frame too big for a message as several, each a
+// frame of the same index holding a run of whole records. Every message
+// but the last says the frame is not complete, so a restart between them
+// ships the whole frame again.
+func (n *Node) sendPieces(ctx context.Context, f wal.Frame, limit int) error {
+	p, off := f.Payload, 0
+	for len(p) > 0 {
+		cut, records := 0, 0
+		for cut < len(p) {
+			k, err := engine.RecordLen(p[cut:])
+			if err != nil {
+				return fmt.Errorf("cut frame %d for shipping: %w", f.Index, err)
+			}
+			if cut > 0 && cut+k+frameOverhead > limit {
+				break
+			}
+			cut += k
+			records++
+		}
+		piece := f
+		piece.Payload, piece.Records = p[:cut], records
+		body, err := appendFrames(nil, []wal.Frame{piece})
+		if err != nil {
+			return err
+		}
+		piece.Payload = nil
+		if err := n.send(ctx, []wal.Frame{piece}, body, off, cut < len(p)); err != nil {
+			return err
+		}
+		p, off = p[cut:], off+cut
+	}
+	return nil
+}
+
 // send publishes one message of frames and waits for the stream's
-// acknowledgement.
-func (n *Node) send(ctx context.Context, frames []wal.Frame, body []byte) error {
-	m := framesMsg(n.opts.NodeID, n.fleet, frames, body)
+// acknowledgement; piece and partial as framesMsg takes them.
+func (n *Node) send(ctx context.Context, frames []wal.Frame, body []byte, piece int, partial bool) error {
+	m := framesMsg(n.opts.NodeID, n.fleet, frames, body, piece, partial)
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	ack, err := n.js.PublishMsg(cctx, m, jetstream.WithExpectStream(n.opts.Stream))
@@ -145,8 +205,6 @@ func (n *Node) send(ctx context.Context, frames []wal.Frame, body []byte) error 
 	}
 	n.pubSeq.Store(ack.Sequence)
 	last := frames[len(frames)-1].Index
-	n.acked.Store(last)
-	n.pin.Move(last + 1)
 	records := 0
 	for _, f := range frames {
 		records += f.Records
@@ -155,6 +213,10 @@ func (n *Node) send(ctx context.Context, frames []wal.Frame, body []byte) error 
 	n.published.frames.Add(uint64(len(frames)))
 	n.published.records.Add(uint64(records))
 	n.published.bytes.Add(uint64(len(body)))
+	if !partial {
+		n.acked.Store(last)
+		n.pin.Move(last + 1)
+	}
 	n.progressed()
 	return nil
 }

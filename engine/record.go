@@ -200,3 +200,16 @@ func CheckRecords(payload []byte) (int, error) {
 	})
 	return n, err
 }
+
+// RecordLen returns the length of the first record of a payload, so a
+// payload too big for one message can be cut between records.
+func RecordLen(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, fmt.Errorf("%w: empty payload", ErrBadRecord)
+	}
+	n, w := binary.Uvarint(p[1:])
+	if w <= 0 || n > uint64(len(p)-1-w) {
+		return 0, fmt.Errorf("%w: length of the first record", ErrBadRecord)
+	}
+	return 1 + w + int(n), nil
+}

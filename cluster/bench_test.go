@@ -1,0 +1,278 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/greyhold/greyhold/engine"
+	"github.com/greyhold/greyhold/store"
+)
+
+// benchRequests are distinct triplets from pools of strings, so the
+// benchmarks measure replication, not fmt.
+type benchRequests struct{ clients, senders, rcpts []string }
+
+func newBenchRequests() *benchRequests {
+	r := &benchRequests{}
+	for i := range 1 << 16 {
+		r.clients = append(r.clients, fmt.Sprintf("10.%d.%d.25", i>>8, i&255))
+	}
+	for i := range 1000 {
+		r.senders = append(r.senders, fmt.Sprintf("newsletter@sender%d.example", i))
+	}
+	for i := range 1000 {
+		r.rcpts = append(r.rcpts, fmt.Sprintf("user%d@example.test", i))
+	}
+	return r
+}
+
+func (r *benchRequests) at(i int, req *engine.Request) {
+	req.ClientAddr = r.clients[i&0xffff]
+	req.ClientName = "mail.sender.example"
+	req.Sender = r.senders[(i>>16)%1000]
+	req.Recipient = r.rcpts[(i>>16)/1000%1000]
+}
+
+func quantile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[min(len(d)-1, int(q*float64(len(d))))]
+}
+
+// BenchmarkReplicationLag: one node of three makes state changes at a
+// steady rate (new triplets, one record each, in batches every 10 ms as a
+// busy MX's pipelined connections do); the other two apply them. It
+// reports the lag from commit to apply, per frame, and the bytes per
+// change on the wire and as the stream stores them.
+//
+//	go test -run '^$' -bench ReplicationLag -benchtime 1x ./cluster
+func BenchmarkReplicationLag(b *testing.B) {
+	for _, rate := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("changes=%dk/s", rate/1000), func(b *testing.B) {
+			ns := startNATS(b)
+			a := newBenchNode(b, ns, "mx1", "")
+			var mu sync.Mutex
+			var lags []time.Duration
+			peers := []*testNode{newBenchNode(b, ns, "mx2", a.dir), newBenchNode(b, ns, "mx3", a.dir)}
+			for _, p := range peers {
+				p.n.lagHook = func(d time.Duration) { mu.Lock(); lags = append(lags, d); mu.Unlock() }
+			}
+			reqs := newBenchRequests()
+			const tick = 10 * time.Millisecond
+			per := rate / int(time.Second/tick)
+			batch := make([]engine.Request, per)
+			var res []store.Result
+			const seconds = 4
+			next := 0
+			ticker := time.NewTicker(tick)
+			start := time.Now()
+			for time.Since(start) < seconds*time.Second {
+				<-ticker.C
+				for j := range batch {
+					reqs.at(next, &batch[j])
+					next++
+				}
+				res = a.st.CheckBatch(t0, batch, res[:0])
+			}
+			ticker.Stop()
+			elapsed := time.Since(start)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			seq := a.shipped(ctx)
+			for _, p := range peers {
+				if err := p.n.Wait(ctx, func(s Stats) bool { return s.Applied >= seq }); err != nil {
+					b.Fatal(err)
+				}
+			}
+			st := a.n.Stats()
+			info, err := a.n.str.Info(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			mu.Lock()
+			b.ReportMetric(float64(next)/elapsed.Seconds(), "changes/s")
+			b.ReportMetric(float64(quantile(lags, 0.5).Microseconds())/1000, "lag-p50-ms")
+			b.ReportMetric(float64(quantile(lags, 0.99).Microseconds())/1000, "lag-p99-ms")
+			b.ReportMetric(float64(quantile(lags, 1).Microseconds())/1000, "lag-max-ms")
+			mu.Unlock()
+			b.ReportMetric(float64(a.n.published.bytes.Load())/float64(st.Published), "wire-B/change")
+			b.ReportMetric(float64(info.State.Bytes)/float64(st.Published), "stored-B/change")
+			b.ReportMetric(float64(st.Published)/float64(a.n.published.messages.Load()), "changes/msg")
+		})
+	}
+}
+
+// BenchmarkCheckReplicated: the store's batched checks, as the servers
+// make them, with and without replication running for the node, over
+// known triplets (no state change, so nothing to ship) and with one in ten
+// new. Each sub-benchmark reports checks/s; compare on and off of one run.
+//
+//	go test -run '^$' -bench CheckReplicated -benchtime 3s -count 5 ./cluster
+func BenchmarkCheckReplicated(b *testing.B) {
+	for _, newPct := range []int{0, 10} {
+		for _, replicated := range []bool{false, true} {
+			b.Run(fmt.Sprintf("new=%d%%/replicated=%v", newPct, replicated), func(b *testing.B) {
+				var tn, peer *testNode
+				if replicated {
+					ns := startNATS(b)
+					tn = newBenchNode(b, ns, "mx1", "")
+					peer = newBenchNode(b, ns, "mx2", tn.dir) // applies what is shipped
+				} else {
+					tn = newBenchNode(b, nil, "mx1", "")
+				}
+				reqs := newBenchRequests()
+				const known = 100_000
+				warm := make([]engine.Request, known)
+				for i := range warm {
+					reqs.at(i, &warm[i])
+				}
+				res := tn.st.CheckBatch(t0, warm, nil)
+				tn.st.CheckBatch(t0+300, warm, res[:0])
+				if replicated {
+					// The warm-up's records shipped and applied first, so
+					// that what is timed is the checks and what they ship.
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					peer.applied(ctx, tn.shipped(ctx))
+					cancel()
+				}
+				var fresh atomic.Int64
+				fresh.Store(1 << 30)
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					r := rand.New(rand.NewPCG(rand.Uint64(), 1))
+					batch := make([]engine.Request, 0, 32)
+					var out []store.Result
+					for pb.Next() {
+						var req engine.Request
+						if r.IntN(100) < newPct {
+							reqs.at(int(fresh.Add(1)), &req)
+						} else {
+							reqs.at(r.IntN(known), &req)
+						}
+						batch = append(batch, req)
+						if len(batch) == cap(batch) {
+							out = tn.st.CheckBatch(t0+301, batch, out[:0])
+							batch = batch[:0]
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checks/s")
+			})
+		}
+	}
+}
+
+// BenchmarkBacklogShip: a node logs changes while NATS is away, then NATS
+// comes; it reports how fast the backlog goes out.
+//
+//	go test -run '^$' -bench BacklogShip -benchtime 1x ./cluster
+func BenchmarkBacklogShip(b *testing.B) {
+	ns := startNATS(b)
+	a := newBenchNode(b, ns, "mx1", "")
+	ns.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := a.n.Wait(ctx, func(s Stats) bool { return !s.Connected }); err != nil {
+		b.Fatal(err)
+	}
+	reqs := newBenchRequests()
+	const changes = 1_000_000
+	batch := make([]engine.Request, 1000)
+	var res []store.Result
+	for i := 0; i < changes; i += len(batch) {
+		for j := range batch {
+			reqs.at(i+j, &batch[j])
+		}
+		res = a.st.CheckBatch(t0, batch, res[:0])
+	}
+	backlog := a.n.Stats().Backlog
+	start := time.Now()
+	ns.start()
+	a.shipped(ctx)
+	took := time.Since(start)
+	b.ReportMetric(float64(backlog.Records)/took.Seconds(), "records/s")
+	b.ReportMetric(float64(backlog.Frames), "frames")
+	b.ReportMetric(took.Seconds(), "seconds")
+}
+
+// BenchmarkBootstrap: a new node joins a fleet whose stream no longer
+// holds its history and whose newest snapshot holds n triplets; it
+// reports the time from Start to ready.
+//
+//	go test -run '^$' -bench Bootstrap -benchtime 1x ./cluster
+func BenchmarkBootstrap(b *testing.B) {
+	for _, n := range []int{1_000_000, 10_000_000} {
+		b.Run(fmt.Sprintf("triplets=%dM", n/1_000_000), func(b *testing.B) {
+			ns := startNATS(b)
+			a := newBenchNode(b, ns, "mx1", "")
+			fillRealistic(b, a.st.Engine(), n)
+			a.expect(t0, triplet(1), engine.Defer, engine.ReasonNew)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			a.shipped(ctx)
+			if _, err := a.st.Snapshot(); err != nil {
+				b.Fatal(err)
+			}
+			if err := a.n.Wait(ctx, func(s Stats) bool { return s.Uploads > 0 }); err != nil {
+				b.Fatal(err)
+			}
+			purge(b, ns.url, "GREYHOLD") // history older than the stream keeps
+			start := time.Now()
+			c := newBenchNode(b, ns, "mx3", a.dir)
+			if err := c.n.Wait(ctx, func(s Stats) bool { return s.CaughtUp }); err != nil {
+				b.Fatal(err)
+			}
+			took := time.Since(start)
+			if got := c.st.Engine().Stats().Triplets; got < n {
+				b.Fatalf("the new node holds %d triplets, want %d", got, n)
+			}
+			b.ReportMetric(took.Seconds(), "ready-s")
+		})
+	}
+}
+
+// fillRealistic puts n triplets shaped as a real MX's would be straight
+// into an engine, as a snapshot load does.
+func fillRealistic(tb testing.TB, e *engine.Engine, n int) {
+	tb.Helper()
+	r := rand.New(rand.NewPCG(3, 1))
+	const chunk = 1 << 16
+	keys := make([]uint64, 0, chunk)
+	first := make([]uint32, 0, chunk)
+	word := make([]uint32, 0, chunk)
+	now := uint32(t0)
+	for i := 0; i < n; i++ {
+		f := now - uint32(r.IntN(35*24*3600))
+		keys = append(keys, r.Uint64())
+		first = append(first, f)
+		if r.IntN(10) < 7 {
+			word = append(word, 1<<31|(f+uint32(r.IntN(int(now-f)+1))))
+		} else {
+			word = append(word, uint32(r.IntN(4)))
+		}
+		if len(keys) == chunk || i == n-1 {
+			if err := e.ImportTriplets(keys, first, word); err != nil {
+				tb.Fatal(err)
+			}
+			keys, first, word = keys[:0], first[:0], word[:0]
+		}
+	}
+}
+
+// newBenchNode is newNode on ns (nil: no replication) with the logs off.
+func newBenchNode(b *testing.B, ns *natsNode, name, secretFrom string) *testNode {
+	b.Helper()
+	url := ""
+	if ns != nil {
+		url = ns.url
+	}
+	return newNode(b, url, name, "", secretFrom, nil)
+}
