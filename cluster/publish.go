@@ -86,15 +86,18 @@ func (n *Node) lastShipped(ctx context.Context) (shipped, bool, error) {
 // that (group commit makes frames of up to the log's batch bound, 4 MiB)
 // goes out in pieces cut between records, each a frame of the same index.
 func (n *Node) shipFrom(ctx context.Context, cur *wal.Cursor) error {
-	done, cancel := context.WithCancel(ctx)
-	cancel() // Next with a done context returns what is written, without waiting
 	limit := n.opts.MaxMsgBytes
 	if mp := int(n.nc.MaxPayload()) - 8<<10; mp > 0 && mp < limit {
 		limit = mp // headers and framing fit in the rest
 	}
 	var frames []wal.Frame
 	var body []byte
+	// A message waits up to linger after its first frame for more: at a few
+	// changes a second each would otherwise be a message of its own, its
+	// headers weighing ten times its records.
+	var linger lingerer
 	flush := func() error {
+		linger.stop()
 		if len(frames) == 0 {
 			return nil
 		}
@@ -102,10 +105,11 @@ func (n *Node) shipFrom(ctx context.Context, cur *wal.Cursor) error {
 		frames, body = frames[:0], body[:0]
 		return err
 	}
+	defer linger.stop()
 	for {
-		wait := done
-		if len(frames) == 0 {
-			wait = ctx
+		wait := ctx
+		if len(frames) > 0 {
+			wait = linger.ctx
 		}
 		f, err := cur.Next(wait)
 		var gapErr *wal.GapError
@@ -124,8 +128,8 @@ func (n *Node) shipFrom(ctx context.Context, cur *wal.Cursor) error {
 		case err == nil:
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, context.Canceled):
-			// All that is written is in hand.
+		case errors.Is(err, context.DeadlineExceeded):
+			// The linger is over: what came meanwhile goes out.
 			if err := flush(); err != nil {
 				return err
 			}
@@ -144,6 +148,9 @@ func (n *Node) shipFrom(ctx context.Context, cur *wal.Cursor) error {
 				return err
 			}
 			continue
+		}
+		if len(frames) == 0 {
+			linger.start(ctx, n.opts.Linger)
 		}
 		if body, err = appendFrames(body, []wal.Frame{f}); err != nil {
 			return err
@@ -219,4 +226,21 @@ func (n *Node) send(ctx context.Context, frames []wal.Frame, body []byte, piece 
 	}
 	n.progressed()
 	return nil
+}
+
+// lingerer is the wait of one message for more frames.
+type lingerer struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (l *lingerer) start(ctx context.Context, d time.Duration) {
+	l.ctx, l.cancel = context.WithTimeout(ctx, d)
+}
+
+func (l *lingerer) stop() {
+	if l.cancel != nil {
+		l.cancel()
+		l.cancel = nil
+	}
 }
