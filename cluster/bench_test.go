@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/greyhold/greyhold/engine"
+	"github.com/greyhold/greyhold/internal/testutil"
 	"github.com/greyhold/greyhold/store"
 )
 
@@ -218,7 +219,7 @@ func BenchmarkBootstrap(b *testing.B) {
 		b.Run(fmt.Sprintf("triplets=%dM", n/1_000_000), func(b *testing.B) {
 			ns := startNATS(b)
 			a := newBenchNode(b, ns, "mx1", "")
-			fillRealistic(b, a.st.Engine(), n)
+			testutil.FillRealistic(b, a.st.Engine(), n, 3)
 			a.expect(t0, triplet(1), engine.Defer, engine.ReasonNew)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
@@ -241,34 +242,6 @@ func BenchmarkBootstrap(b *testing.B) {
 			}
 			b.ReportMetric(took.Seconds(), "ready-s")
 		})
-	}
-}
-
-// fillRealistic puts n triplets shaped as a real MX's would be straight
-// into an engine, as a snapshot load does.
-func fillRealistic(tb testing.TB, e *engine.Engine, n int) {
-	tb.Helper()
-	r := rand.New(rand.NewPCG(3, 1))
-	const chunk = 1 << 16
-	keys := make([]uint64, 0, chunk)
-	first := make([]uint32, 0, chunk)
-	word := make([]uint32, 0, chunk)
-	now := uint32(t0)
-	for i := 0; i < n; i++ {
-		f := now - uint32(r.IntN(35*24*3600))
-		keys = append(keys, r.Uint64())
-		first = append(first, f)
-		if r.IntN(10) < 7 {
-			word = append(word, 1<<31|(f+uint32(r.IntN(int(now-f)+1))))
-		} else {
-			word = append(word, uint32(r.IntN(4)))
-		}
-		if len(keys) == chunk || i == n-1 {
-			if err := e.ImportTriplets(keys, first, word); err != nil {
-				tb.Fatal(err)
-			}
-			keys, first, word = keys[:0], first[:0], word[:0]
-		}
 	}
 }
 

@@ -1,19 +1,19 @@
 package cluster
 
 import (
-	"errors"
-	"fmt"
 	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/greyhold/greyhold/internal/promset"
 )
 
 // metrics are the node's Prometheus collectors; a nil *metrics records
 // nothing.
 type metrics struct {
-	reg        prometheus.Registerer
 	collectors []prometheus.Collector
+	set        *promset.Set
 	lagHist    prometheus.Histogram
 	skips      *prometheus.CounterVec
 	boots      prometheus.Counter
@@ -27,7 +27,6 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 		return nil, nil
 	}
 	m := &metrics{
-		reg: reg,
 		lagHist: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "greyhold_fleet_lag_seconds",
 			Help: "Replication lag: from a frame's commit on its node to its apply here.",
@@ -89,27 +88,17 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 		counter("greyhold_fleet_applied_records_total", "Records of other nodes applied here.", n.appliedN.records.Load),
 		counter("greyhold_fleet_applied_bytes_total", "Message body bytes of other nodes applied here.", n.appliedN.bytes.Load),
 	}
-	for i, c := range m.collectors {
-		if err := reg.Register(c); err != nil {
-			for _, done := range m.collectors[:i] {
-				reg.Unregister(done)
-			}
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				return nil, fmt.Errorf("register cluster metrics: another node uses this registry: %w", err)
-			}
-			return nil, fmt.Errorf("register cluster metrics: %w", err)
-		}
+	set, err := promset.Register(reg, "fleet node", m.collectors...)
+	if err != nil {
+		return nil, err
 	}
+	m.set = set
 	return m, nil
 }
 
 func (m *metrics) unregister() {
-	if m == nil {
-		return
-	}
-	for _, c := range m.collectors {
-		m.reg.Unregister(c)
+	if m != nil {
+		m.set.Unregister()
 	}
 }
 

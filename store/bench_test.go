@@ -2,7 +2,6 @@ package store
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/greyhold/greyhold/engine"
+	"github.com/greyhold/greyhold/internal/testutil"
 	"github.com/greyhold/greyhold/wal"
 )
 
@@ -131,36 +131,6 @@ func BenchmarkCheckBatchNew(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checks/s")
 }
 
-// fillRealistic puts n passed or pending triplets with times spread as a
-// real MX's would be (first seen over the last 35 days, 70% passed and last
-// seen between first seen and now) straight into the engine, as a snapshot
-// load would, so a 10M-entry state takes seconds to build.
-func fillRealistic(tb testing.TB, e *engine.Engine, n int, seed uint64) {
-	tb.Helper()
-	r := rand.New(rand.NewPCG(seed, 1))
-	const chunk = 1 << 16
-	keys := make([]uint64, 0, chunk)
-	first := make([]uint32, 0, chunk)
-	word := make([]uint32, 0, chunk)
-	now := uint32(t0)
-	for i := 0; i < n; i++ {
-		f := now - uint32(r.IntN(35*24*3600))
-		keys = append(keys, r.Uint64())
-		first = append(first, f)
-		if r.IntN(10) < 7 {
-			word = append(word, 1<<31|(f+uint32(r.IntN(int(now-f)+1))))
-		} else {
-			word = append(word, uint32(r.IntN(4)))
-		}
-		if len(keys) == chunk || i == n-1 {
-			if err := e.ImportTriplets(keys, first, word); err != nil {
-				tb.Fatal(err)
-			}
-			keys, first, word = keys[:0], first[:0], word[:0]
-		}
-	}
-}
-
 // BenchmarkSnapshot writes a snapshot of n realistic triplets and loads it
 // back through Open, reporting bytes per triplet and seconds each way.
 //
@@ -171,7 +141,7 @@ func BenchmarkSnapshot(b *testing.B) {
 			for b.Loop() {
 				dir := b.TempDir()
 				s := mustOpen(b, dir, benchOptions(wal.SyncNever))
-				fillRealistic(b, s.Engine(), n, 1)
+				testutil.FillRealistic(b, s.Engine(), n, 1)
 				start := time.Now()
 				info, err := s.Snapshot()
 				if err != nil {
@@ -207,7 +177,7 @@ func BenchmarkRecovery(b *testing.B) {
 	for b.Loop() {
 		dir := b.TempDir()
 		s := mustOpen(b, dir, benchOptions(wal.SyncNever))
-		fillRealistic(b, s.Engine(), triplets, 2)
+		testutil.FillRealistic(b, s.Engine(), triplets, 2)
 		if _, err := s.Snapshot(); err != nil {
 			b.Fatal(err)
 		}

@@ -1,17 +1,16 @@
 package wal
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/greyhold/greyhold/internal/promset"
 )
 
 // metrics are the log's Prometheus collectors. A nil *metrics (no
 // Registerer) records nothing.
 type metrics struct {
-	reg        prometheus.Registerer
 	collectors []prometheus.Collector
+	set        *promset.Set
 
 	frames       prometheus.Counter
 	records      prometheus.Counter
@@ -28,7 +27,6 @@ func newMetrics(reg prometheus.Registerer, l *Log) (*metrics, error) {
 		return nil, nil
 	}
 	m := &metrics{
-		reg: reg,
 		frames: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "greyhold_wal_frames_written_total",
 			Help: "Frames (group-commit batches) written to the WAL.",
@@ -91,27 +89,17 @@ func newMetrics(reg prometheus.Registerer, l *Log) (*metrics, error) {
 			Help: "Index of the last frame written.",
 		}, func() float64 { return float64(l.last.Load()) }),
 	}
-	for i, c := range m.collectors {
-		if err := reg.Register(c); err != nil {
-			for _, done := range m.collectors[:i] {
-				reg.Unregister(done)
-			}
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				return nil, fmt.Errorf("register wal metrics: another wal uses this registry: %w", err)
-			}
-			return nil, fmt.Errorf("register wal metrics: %w", err)
-		}
+	set, err := promset.Register(reg, "wal", m.collectors...)
+	if err != nil {
+		return nil, err
 	}
+	m.set = set
 	return m, nil
 }
 
 func (m *metrics) unregister() {
-	if m == nil {
-		return
-	}
-	for _, c := range m.collectors {
-		m.reg.Unregister(c)
+	if m != nil {
+		m.set.Unregister()
 	}
 }
 
