@@ -68,8 +68,13 @@ func freePort(t testing.TB) int {
 
 func startNATS(t testing.TB) *natsNode {
 	t.Helper()
+	return startNATSOn(t, freePort(t))
+}
+
+func startNATSOn(t testing.TB, port int) *natsNode {
+	t.Helper()
 	n := &natsNode{t: t, opts: &natsserver.Options{
-		Host: "127.0.0.1", Port: freePort(t), JetStream: true, StoreDir: t.TempDir(),
+		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: t.TempDir(),
 		NoLog: true, NoSigs: true,
 	}}
 	n.url = fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port)
@@ -109,6 +114,9 @@ type testNode struct {
 	copts Options
 	st    *store.Store
 	n     *Node
+	// prestart, if set, runs between New and Start, for the node's test
+	// knobs.
+	prestart func(*Node)
 }
 
 // newNode opens a store in dir (a new one if ""), with the secret of
@@ -155,6 +163,9 @@ func (tn *testNode) open() {
 	if err != nil {
 		st.Close()
 		tn.t.Fatal(err)
+	}
+	if tn.prestart != nil {
+		tn.prestart(n)
 	}
 	if err := n.Start(context.Background()); err != nil {
 		st.Close()
@@ -463,6 +474,58 @@ func TestBigFrameShippedInPieces(t *testing.T) {
 		t.Fatalf("%d messages for a 54 KB frame under a 16 KiB limit", msgs)
 	}
 	for i := range batch {
+		b.expect(t0+300, triplet(i), engine.Pass, engine.ReasonPassed)
+	}
+}
+
+// TestBacklogBound: a node that cannot reach NATS keeps its log for the
+// fleet only up to the bound; past it the log is let go (snapshots
+// truncate it again) and a snapshot is due for the fleet instead.
+func TestBacklogBound(t *testing.T) {
+	ctx := guard(t)
+	port := freePort(t)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port) // nothing listens yet
+	bound := func(o *Options) {
+		o.ConnectWait = time.Millisecond
+		o.BacklogBytes = 16 << 10
+	}
+	a := newNode(t, url, "mx1", "", "", bound)
+	a.sopts.WALSegmentSize = 2 << 10
+	a.restart()
+	for i := range 100 {
+		a.expect(t0, triplet(i), engine.Defer, engine.ReasonNew)
+	}
+	if _, err := a.st.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if first := a.st.Stats().WAL.FirstIndex; first != 1 {
+		t.Fatalf("the log starts at %d under the bound: it was meant to be held", first)
+	}
+	for i := 100; i < 600; i++ {
+		a.expect(t0, triplet(i), engine.Defer, engine.ReasonNew)
+	}
+	a.close()
+	a.prestart = func(n *Node) { n.backlogEvery = time.Millisecond }
+	a.open()
+	if err := a.n.Wait(ctx, func(s Stats) bool { return s.ShipSnapshot }); err != nil {
+		t.Fatalf("the backlog bound was not applied: %v (%+v)", err, a.n.Stats())
+	}
+	if _, err := a.st.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if first := a.st.Stats().WAL.FirstIndex; first == 1 {
+		t.Fatal("the log is still held past its bound")
+	}
+
+	// NATS comes: the node ships a snapshot in place of the frames it let
+	// go, and a peer merges it.
+	ns := startNATSOn(t, port)
+	b := newNode(t, ns.url, "mx2", "", a.dir, nil)
+	if err := a.n.Wait(ctx, func(s Stats) bool { return !s.ShipSnapshot && s.Backlog.Frames == 0 }); err != nil {
+		t.Fatalf("no snapshot shipped: %v (%+v)", err, a.n.Stats())
+	}
+	a.hears(ctx, b)
+	for i := range 600 {
 		b.expect(t0+300, triplet(i), engine.Pass, engine.ReasonPassed)
 	}
 }

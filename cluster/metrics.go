@@ -183,24 +183,28 @@ type Stats struct {
 	AppliedRec uint64  `json:"applied_records"`
 	Bootstraps uint64  `json:"bootstraps"`
 	Uploads    uint64  `json:"snapshot_uploads"`
-	Peers      []Peer  `json:"peers"`
+	// ShipSnapshot says frames were dropped from the log before they
+	// were shipped: a snapshot goes to the fleet in their place.
+	ShipSnapshot bool   `json:"ship_snapshot"`
+	Peers        []Peer `json:"peers"`
 }
 
 // Stats returns a fresh Stats.
 func (n *Node) Stats() Stats {
 	s := Stats{
-		Node:       n.opts.NodeID,
-		Stream:     n.opts.Stream,
-		Connected:  n.connected.Load(),
-		CaughtUp:   n.caughtUp.Load(),
-		Applied:    n.applied.Load(),
-		PubSeq:     n.pubSeq.Load(),
-		Acked:      n.acked.Load(),
-		Backlog:    n.backlog(),
-		Published:  n.published.records.Load(),
-		AppliedRec: n.appliedN.records.Load(),
-		Bootstraps: n.bootstraps.Load(),
-		Uploads:    n.uploadsN.Load(),
+		Node:         n.opts.NodeID,
+		Stream:       n.opts.Stream,
+		Connected:    n.connected.Load(),
+		CaughtUp:     n.caughtUp.Load(),
+		Applied:      n.applied.Load(),
+		PubSeq:       n.pubSeq.Load(),
+		Acked:        n.acked.Load(),
+		Backlog:      n.backlog(),
+		Published:    n.published.records.Load(),
+		AppliedRec:   n.appliedN.records.Load(),
+		Bootstraps:   n.bootstraps.Load(),
+		Uploads:      n.uploadsN.Load(),
+		ShipSnapshot: n.snapNeed.Load(),
 	}
 	if r := n.refused.Load(); r != nil {
 		s.Refused = *r

@@ -91,6 +91,8 @@ type Node struct {
 
 	// lagHook, if set, hears every applied frame's lag (benchmarks).
 	lagHook func(time.Duration)
+	// backlogEvery is how often the backlog is checked (tests shorten it).
+	backlogEvery time.Duration
 }
 
 type counters struct {
@@ -199,9 +201,30 @@ func (n *Node) Start(ctx context.Context) error {
 		n.Close()
 		return err
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.run()
+	go n.watchBacklog()
 	return nil
+}
+
+// watchBacklog checks the log kept for the stream against its bound, from
+// the start: a node that never reaches NATS must not keep its log for ever.
+func (n *Node) watchBacklog() {
+	defer n.wg.Done()
+	every := n.backlogEvery
+	if every == 0 {
+		every = 5 * time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+			n.checkBacklog()
+		}
+	}
 }
 
 // connect dials NATS as the options say: retrying a failed first connect,

@@ -25,10 +25,8 @@ const (
 )
 
 // uploads puts this node's snapshots in the object store, at most once per
-// Options.SnapshotUploadInterval, and watches the backlog.
+// Options.SnapshotUploadInterval.
 func (n *Node) uploads() {
-	tick := time.NewTicker(5 * time.Second)
-	defer tick.Stop()
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -43,8 +41,6 @@ func (n *Node) uploads() {
 			if _, err := n.upload(n.ctx, info, n.snapSeq.Load()); err != nil && n.ctx.Err() == nil {
 				n.warn.log("could not upload this node's snapshot for new nodes; the next snapshot tries again", "err", err)
 			}
-		case <-tick.C:
-			n.checkBacklog()
 		}
 	}
 }
@@ -59,6 +55,7 @@ func (n *Node) checkBacklog() {
 	}
 	n.snapNeed.Store(true)
 	n.pin.Move(ws.LastIndex + 1)
+	n.progressed()
 	n.log.Warn("the log kept for the fleet passed its bound: it is no longer held, and a snapshot goes to the fleet in place of the frames it drops",
 		"log_bytes", ws.DiskBytes, "bound", n.opts.BacklogBytes, "unshipped_frames", ws.LastIndex-n.acked.Load(),
 		"hint", "NATS has been away long; raise --nats-backlog to ship frames rather than a snapshot after such an outage")
@@ -130,10 +127,13 @@ func (n *Node) shipSnapshot(ctx context.Context, reason string) (uint64, error) 
 	m.Header.Set(nats.MsgIdHdr, n.opts.NodeID+":snapshot:"+obj.NUID)
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := n.js.PublishMsg(cctx, m, jetstream.WithExpectStream(n.opts.Stream)); err != nil {
+	ack, err := n.js.PublishMsg(cctx, m, jetstream.WithExpectStream(n.opts.Stream))
+	if err != nil {
 		return 0, fmt.Errorf("announce the shipped snapshot: %w", err)
 	}
+	n.pubSeq.Store(ack.Sequence)
 	n.snapNeed.Store(false)
+	n.progressed()
 	return info.WALIndex, nil
 }
 

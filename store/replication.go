@@ -56,14 +56,15 @@ var ErrNotFleet = errors.New("store: snapshot from another fleet")
 // ImportSnapshot merges a snapshot file written by another node of the
 // fleet into memory, through the same merge as replay: what memory holds
 // and what the file holds end in their join, in whatever order. The file
-// must carry this store's secret id and key options. Nothing is logged:
+// must carry this store's secret id and key options (the suffix list's
+// version apart, as the fleet compares them). Nothing is logged:
 // the file is the record, and this store's next snapshot holds the result.
 func (s *Store) ImportSnapshot(path string) (ImportInfo, error) {
 	v, err := snapshot.Verify(path)
 	if err != nil {
 		return ImportInfo{}, fmt.Errorf("import snapshot: %w", err)
 	}
-	if v.Header.SecretID != s.secretID || string(v.Header.KeyOptions) != s.keys {
+	if v.Header.SecretID != s.secretID || !sameKeys(v.Header.KeyOptions, s.eng.Options().Keys) {
 		return ImportInfo{}, fmt.Errorf("%w: %s has secret id %016x and keys %q, this node %016x and %q",
 			ErrNotFleet, path, v.Header.SecretID, v.Header.KeyOptions, s.secretID, s.keys)
 	}
