@@ -46,6 +46,7 @@ func (n *Node) consume() {
 			return
 		}
 		if err != nil {
+			n.broken.Store(true)
 			n.warn.log("applying the fleet's records failed; retrying", "err", err)
 		}
 		if !n.pause(retry) {
@@ -68,6 +69,7 @@ func (n *Node) consumeSession() error {
 	if err != nil {
 		return fmt.Errorf("consumer from sequence %d: %w", start, err)
 	}
+	n.broken.Store(false)
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
 		n.markCaughtUp()
 	}
@@ -98,6 +100,7 @@ func (n *Node) consumeSession() error {
 			}
 		}
 		n.handle(msg, seq)
+		n.broken.Store(false)
 		n.applied.Store(seq)
 		n.progressed()
 		if meta.NumPending == 0 {

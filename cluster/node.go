@@ -63,12 +63,11 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	connC     chan struct{} // a connect or reconnect happened
-	ready     chan struct{} // closed once set up
-	setupOnce sync.Once
 	setUp     atomic.Bool
 	connected atomic.Bool
 	refused   atomic.Pointer[string]
 	caughtUp  atomic.Bool
+	broken    atomic.Bool // setting up or applying fails: the node is alone
 
 	applied    atomic.Uint64 // stream sequence of the last message handled
 	pubSeq     atomic.Uint64 // stream sequence of this node's last message acknowledged
@@ -118,7 +117,6 @@ func New(st Store, opts Options) (*Node, error) {
 		id:      st.Identity(),
 		log:     opts.Logger.With("component", "cluster", "node", opts.NodeID),
 		connC:   make(chan struct{}, 1),
-		ready:   make(chan struct{}),
 		uploadC: make(chan store.SnapshotInfo, 1),
 		peers:   map[string]*peer{},
 		changed: make(chan struct{}),
@@ -328,6 +326,7 @@ func (n *Node) run() {
 				"hint", "give it the fleet's secret (--secret-file or the data directory's secret) and key options, then restart it")
 			return
 		case err != nil && n.ctx.Err() == nil:
+			n.broken.Store(true)
 			n.warn.log("could not set up replication; retrying", "err", err)
 			if !sleep(n.ctx, 2*time.Second) {
 				return
@@ -382,7 +381,8 @@ type identity struct {
 // buckets) and, if the stream no longer holds what this node needs,
 // merges the newest fleet snapshot.
 func (n *Node) setup(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// Long enough to download and merge a big fleet snapshot.
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	if err := n.checkIdentity(ctx); err != nil {
 		if errors.Is(err, ErrRefused) {
@@ -440,7 +440,7 @@ func (n *Node) setup(ctx context.Context) error {
 		return err
 	}
 	n.setUp.Store(true)
-	n.setupOnce.Do(func() { close(n.ready) })
+	n.broken.Store(false)
 	return nil
 }
 
@@ -497,8 +497,13 @@ func (n *Node) checkIdentity(ctx context.Context) error {
 // Ready reports whether the node has caught up with the stream, or serves
 // alone because NATS is away (the fleet is an option, never a condition of
 // answering).
+//
+// A node whose replication is broken (NATS reachable, but the stream or
+// the consumer failing) is ready too, and says what is wrong in its log
+// and metrics: /readyz takes a node out of a balancer's rotation, and a
+// node alone still answers rightly. Only a catch-up under way holds it.
 func (n *Node) Ready() bool {
-	if !n.connected.Load() || n.refused.Load() != nil {
+	if !n.connected.Load() || n.refused.Load() != nil || n.broken.Load() {
 		return true
 	}
 	return n.setUp.Load() && n.caughtUp.Load()
