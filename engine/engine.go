@@ -599,9 +599,26 @@ func (e *Engine) Apply(payload []byte) (int, error) {
 	return n, err
 }
 
+// applyTriplet merges a record's state. A new key is held to the memory
+// bound as a check's would be: the shard makes room by evicting its oldest
+// pending triplets, and if it cannot, a pending record is dropped (counted
+// as an eviction: its sender is deferred again, as after one). A passed
+// triplet is never dropped. Without this, a flood of new triplets on one
+// MX host would fill every other host's memory through replication.
 func (e *Engine) applyTriplet(k uint64, in entry) {
 	s := e.shardOf(k)
 	s.mu.Lock()
+	if e.maxPerShard > 0 && s.t.len() >= e.maxPerShard && s.t.find(k) < 0 {
+		now := in.first
+		if in.passed() {
+			now = max(now, in.last())
+		}
+		if !s.makeRoom(now, &e.p, e.maxPerShard) && !in.passed() {
+			s.stats.evicted++
+			s.mu.Unlock()
+			return
+		}
+	}
 	s.merge(k, in, &e.p)
 	s.mu.Unlock()
 }

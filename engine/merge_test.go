@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -139,5 +140,55 @@ func TestEvictedTwiceAnyOrder(t *testing.T) {
 	// The newest generation is the one that holds.
 	if want.first != recs[2].first {
 		t.Fatalf("merged to first seen %d, want the last record's %d", want.first, recs[2].first)
+	}
+}
+
+// TestApplyHonoursMemoryBound: records from elsewhere (replay, another
+// MX host) are held to MaxEntries as checks are: pending triplets make
+// room or are dropped, passed ones are kept.
+func TestApplyHonoursMemoryBound(t *testing.T) {
+	o := DefaultOptions()
+	o.Shards = 1
+	o.MaxEntries = 1000
+	src, err := New(DefaultOptions(), []byte("0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := New(o, []byte("0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []byte
+	var passed [][]byte
+	for i := range 5000 {
+		var ch Changes
+		req := &Request{ClientAddr: "10.0.0.1", Sender: "s@example.org", Recipient: fmt.Sprintf("r%d@example.net", i)}
+		if _, err := src.Check(t0+Time(i), req, &ch); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, ch.Bytes()...)
+		if i%50 == 0 {
+			var pc Changes
+			if _, err := src.Check(t0+Time(i)+400, req, &pc); err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, pc.Bytes()...)
+			passed = append(passed, append([]byte(nil), pc.Bytes()...))
+		}
+	}
+	if _, err := dst.Apply(recs); err != nil {
+		t.Fatal(err)
+	}
+	st := dst.Stats()
+	if st.Triplets > o.MaxEntries {
+		t.Fatalf("%d triplets after applying 5000 under a bound of %d", st.Triplets, o.MaxEntries)
+	}
+	if st.Evicted == 0 {
+		t.Fatal("nothing counted as evicted")
+	}
+	for i, p := range passed {
+		if ok, err := dst.Covers(p); err != nil || !ok {
+			t.Fatalf("passed triplet %d was dropped (%v)", i, err)
+		}
 	}
 }
