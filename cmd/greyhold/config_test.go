@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +174,28 @@ func TestOutOfRangeValues(t *testing.T) {
 	var n int64
 	if err := (size{&n}).Set("9999999999GiB"); err == nil {
 		t.Errorf("9999999999GiB read as %d", n)
+	}
+}
+
+// --wal-segment-size reaches the store, within its bounds.
+func TestWALSegmentSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int
+	}{{"64KiB", 64 << 10}, {"16MiB", 16 << 20}, {"1GiB", 1 << 30}, {"63KiB", 0}, {"2GiB", 0}, {"0", 0}} {
+		c := defaultServeConfig()
+		if err := (size{&c.walSegmentSize}).Set(tc.in); err != nil {
+			t.Fatal(err)
+		}
+		o, err := c.options(slog.New(slog.DiscardHandler), nil)
+		switch {
+		case tc.want == 0 && (err == nil || !strings.Contains(err.Error(), "--wal-segment-size")):
+			t.Errorf("%s: %v, want refused", tc.in, err)
+		case tc.want != 0 && (err != nil || o.WALSegmentSize != tc.want):
+			t.Errorf("%s: %d, %v; want %d", tc.in, o.WALSegmentSize, err, tc.want)
+		}
+	}
+	if c := defaultServeConfig(); c.walSegmentSize != 16<<20 {
+		t.Errorf("default %d", c.walSegmentSize)
 	}
 }

@@ -47,6 +47,7 @@ type serveConfig struct {
 	fsync                          string
 	snapshotInterval               time.Duration
 	snapshotLogBytes               int64
+	walSegmentSize                 int64
 	maxEntries                     int
 	shards                         int
 	whitelistClients, whitelistRcp []string
@@ -89,6 +90,7 @@ func defaultServeConfig() serveConfig {
 		fsync:            "1s",
 		snapshotInterval: so.SnapshotInterval,
 		snapshotLogBytes: so.SnapshotLogBytes,
+		walSegmentSize:   16 << 20,
 		maxEntries:       -1,
 		shards:           eo.Shards,
 		whitelistClients: []string{whitelist.Builtin},
@@ -148,6 +150,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.fsync, "fsync", c.fsync, "when the log is fsynced: always (before answering), an interval such as 1s (writes before answering, syncs on the interval), or never")
 	fs.Var(duration{&c.snapshotInterval, time.Minute}, "snapshot-interval", "take a snapshot this often (0: only on size, on request and at exit); a bare number is minutes")
 	fs.Var(size{&c.snapshotLogBytes}, "snapshot-wal-size", "take a snapshot once the log has grown this much (0: off)")
+	fs.Var(size{&c.walSegmentSize}, "wal-segment-size", "start a new log segment file at this size; the log holds its tail segment in memory, so this bounds its memory too (about four times it at worst)")
 	fs.IntVar(&c.maxEntries, "max-entries", c.maxEntries, "triplets held in memory at most; the oldest pending go first (-1: from available memory, 0: no bound)")
 	fs.IntVar(&c.shards, "shards", c.shards, "lock shards, a power of two up to 65536: about one per 25,000 triplets expected (4096 at 100M); a shard's table grows under its lock")
 	fs.Var(&list{v: &c.whitelistClients}, "whitelist-clients", "client whitelist files in postgrey's format, comma-separated; \"builtin\" is the list greyhold ships, \"none\" for none")
@@ -315,6 +318,14 @@ func (c *serveConfig) dnsLists(reg prometheus.Registerer, logger *slog.Logger, s
 	return lists, nil
 }
 
+// The bounds of --wal-segment-size: below 64 KiB a busy server makes a
+// file every few milliseconds; above 1 GiB the tail segment held in
+// memory costs gigabytes.
+const (
+	minSegmentSize = 64 << 10
+	maxSegmentSize = 1 << 30
+)
+
 // options builds the packages' options from the flags.
 func (c *serveConfig) options(logger *slog.Logger, reg prometheus.Registerer) (store.Options, error) {
 	o := store.DefaultOptions()
@@ -354,6 +365,10 @@ func (c *serveConfig) options(logger *slog.Logger, reg prometheus.Registerer) (s
 	o.Sync = mode
 	o.SnapshotInterval = c.snapshotInterval
 	o.SnapshotLogBytes = c.snapshotLogBytes
+	if c.walSegmentSize < minSegmentSize || c.walSegmentSize > maxSegmentSize {
+		return o, fmt.Errorf("--wal-segment-size %s: want 64KiB to 1GiB", size{&c.walSegmentSize})
+	}
+	o.WALSegmentSize = int(c.walSegmentSize)
 	o.Logger = logger
 	o.Registerer = reg
 	o.SecretFile = c.fleet.secretFile
