@@ -68,6 +68,7 @@ func TestCheckCommand(t *testing.T) {
 	if _, code := runBin(t, bin, "check"); code != 2 {
 		t.Errorf("check without arguments: exit %d, want 2", code)
 	}
+	d.stop(t, 30*time.Second)
 }
 
 // TestInspectCommand: inspect reports a good directory as verified and a

@@ -10,132 +10,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// greyholdBinary builds the binary once for the tests that run it.
-func greyholdBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "greyhold-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "greyhold")
-		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-// proc is a greyhold serve process the test stops itself.
-type proc struct {
-	cmd          *exec.Cmd
-	policy, http string
-	exited       chan error
-}
-
-// startProc starts greyhold serve with stderr to the given writer and
-// waits until /readyz answers 200. Cleanup kills it if the test left it
-// running.
-func startProc(t *testing.T, stderr io.Writer, wrap []string, args ...string) *proc {
-	t.Helper()
-	p := &proc{policy: freePort(t), http: freePort(t), exited: make(chan error, 1)}
-	argv := append(append([]string{}, wrap...), greyholdBinary(t))
-	argv = append(argv, append([]string{"serve", "--data-dir", t.TempDir(), "--policy-listen", p.policy,
-		"--http-listen", p.http, "--line-listen", ""}, args...)...)
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Stderr = stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.exited <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.exited
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + p.http + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p
-			}
-		}
-		select {
-		case err := <-p.exited:
-			p.exited <- err
-			t.Fatalf("greyhold exited before it was ready: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("greyhold not ready after 20 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop sends SIGTERM and reports how the process exited, or fails the test
-// if it did not within limit.
-func (p *proc) stop(t *testing.T, limit time.Duration) {
-	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.exited:
-		p.exited <- err
-		if err != nil {
-			t.Errorf("greyhold exited with %v after SIGTERM", err)
-		}
-	case <-time.After(limit):
-		t.Errorf("greyhold still running %v after SIGTERM", limit)
-	}
-}
-
-// lockedBuffer collects a process's stderr.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// waitFor polls for s in the log, which the server writes every 100 ms,
-// up to 10 s.
-func (l *lockedBuffer) waitFor(s string) bool {
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(l.String(), s) {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A whitelist path that turns into a FIFO (in practice: a file on a hung
 // mount) blocked the SIGHUP reload inside the signal loop, so SIGTERM was
@@ -149,16 +27,20 @@ func TestReloadOfFIFODoesNotHang(t *testing.T) {
 	if err := os.WriteFile(wl, []byte("example.org\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
-	p := startProc(t, logs, nil, "--whitelist-clients", "builtin,"+wl)
+	p := startDaemon(t, "--whitelist-clients", "builtin,"+wl)
 	os.Remove(wl)
 	if err := syscall.Mkfifo(wl, 0o644); err != nil {
 		t.Skipf("mkfifo: %v", err)
 	}
 	p.cmd.Process.Signal(syscall.SIGHUP)
+	// One reload at a time: the HTTP one waits until the SIGHUP one has
+	// failed, or it would be refused as overlapping.
+	if !p.log.waitFor("not a regular file") {
+		t.Fatalf("the SIGHUP reload of a FIFO did not fail at once:\n%s", p.log)
+	}
 
 	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Post("http://"+p.http+"/v1/whitelist/reload", "application/json", nil)
+	resp, err := client.Post("http://"+p.httpAd+"/v1/whitelist/reload", "application/json", nil)
 	if err != nil {
 		t.Fatalf("POST /v1/whitelist/reload: %v", err)
 	}
@@ -168,8 +50,8 @@ func TestReloadOfFIFODoesNotHang(t *testing.T) {
 		t.Errorf("reload of a FIFO: %d %s", resp.StatusCode, body)
 	}
 	p.stop(t, 20*time.Second)
-	if n := strings.Count(logs.String(), "not a regular file"); n < 2 {
-		t.Errorf("the log names the FIFO %d times, want both reloads:\n%s", n, logs)
+	if n := strings.Count(p.log.String(), "not a regular file"); n < 2 {
+		t.Errorf("the log names the FIFO %d times, want both reloads:\n%s", n, p.log)
 	}
 }
 
@@ -186,7 +68,8 @@ func TestExitWithStderrNobodyReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	p := startProc(t, w, nil, "--log-decisions", "all")
+	p := &daemon{dir: t.TempDir(), args: []string{"--log-decisions", "all"}, stderr: w}
+	p.start(t)
 	w.Close() // the child holds the write end; nothing reads r
 
 	c, err := net.Dial("tcp", p.policy)
@@ -234,8 +117,9 @@ func TestDescriptorLimit(t *testing.T) {
 		t.Skip("starts server processes")
 	}
 	const nofile = 400
-	logs := &lockedBuffer{}
-	p := startProc(t, logs, ulimitWrap(nofile), "--log-decisions", "off")
+	p := &daemon{dir: t.TempDir(), wrap: ulimitWrap(nofile)}
+	p.start(t)
+	logs := p.log
 	if !logs.waitFor("lowering them") || !strings.Contains(logs.String(), "nofile=400") {
 		t.Errorf("no line about lowering the connection limits:\n%s", logs)
 	}
@@ -256,7 +140,7 @@ func TestDescriptorLimit(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second}
 	post := func(path, body string) string {
 		t.Helper()
-		resp, err := client.Post("http://"+p.http+path, "application/json", strings.NewReader(body))
+		resp, err := client.Post("http://"+p.httpAd+path, "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatalf("POST %s with %d connections piled up: %v", path, len(idle), err)
 		}
@@ -273,7 +157,7 @@ func TestDescriptorLimit(t *testing.T) {
 	if got := post("/v1/snapshot", ""); !strings.Contains(got, `"triplets": 1`) {
 		t.Errorf("snapshot: %s", got)
 	}
-	resp, err := client.Get("http://" + p.http + "/v1/stats")
+	resp, err := client.Get("http://" + p.httpAd + "/v1/stats")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,12 +180,4 @@ func TestDescriptorLimit(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "the open-file limit is 100 descriptors") {
 		t.Errorf("start under a limit of 100: %v\n%s", err, out)
 	}
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
 }

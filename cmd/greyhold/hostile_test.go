@@ -10,76 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
-
-// freePort asks the kernel for a free loopback port.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// daemon is a greyhold serve process started by a test.
-type daemon struct {
-	cmd            *exec.Cmd
-	policy, httpAd string
-	log            *bytes.Buffer
-}
-
-func startDaemon(t *testing.T, args ...string) *daemon {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "greyhold")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	d := &daemon{policy: freePort(t), httpAd: freePort(t), log: &bytes.Buffer{}}
-	d.cmd = exec.Command(bin, append([]string{"serve", "--data-dir", t.TempDir(), "--policy-listen", d.policy,
-		"--http-listen", d.httpAd, "--line-listen", "", "--log-decisions", "off", "--max-connections", "20000"}, args...)...)
-	d.cmd.Stderr = d.log
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		d.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- d.cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("greyhold did not exit cleanly: %v\n%s", err, d.log)
-			}
-		case <-time.After(30 * time.Second):
-			d.cmd.Process.Kill()
-			t.Errorf("greyhold did not stop within 30 s of SIGTERM")
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + d.httpAd + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return d
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("greyhold not ready after 20 s:\n%s", d.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func (d *daemon) rssKiB(t *testing.T) int {
 	t.Helper()
@@ -142,7 +77,7 @@ func TestHostileInput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server process and opens 10,000 connections")
 	}
-	d := startDaemon(t, "--read-timeout", "2s")
+	d := startDaemon(t, "--read-timeout", "2s", "--max-connections", "20000")
 	rss0 := d.rssKiB(t)
 	hostile := func(name string, send func(c net.Conn)) {
 		t.Run(name, func(t *testing.T) {
@@ -233,4 +168,5 @@ func TestHostileInput(t *testing.T) {
 	if rss1-rss0 > 400<<10 {
 		t.Errorf("RSS grew from %d to %d KiB", rss0, rss1)
 	}
+	d.stop(t, 30*time.Second)
 }
