@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -236,4 +237,49 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// policyConn is a Postfix policy connection that asks one request at a
+// time, as Postfix does.
+type policyConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialPolicy(t *testing.T, addr string) *policyConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &policyConn{c: c, r: bufio.NewReader(c)}
+}
+
+// ask sends req and returns the answer's action line without its newline.
+func (p *policyConn) ask(req string) (string, error) {
+	p.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(p.c, req); err != nil {
+		return "", err
+	}
+	line, err := p.r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	if blank, err := p.r.ReadString('\n'); err != nil || blank != "\n" {
+		return "", fmt.Errorf("answer %q not ended by an empty line (%q, %v)", line, blank, err)
+	}
+	return strings.TrimSuffix(line, "\n"), nil
+}
+
+// testT0 is the test clock's start: 2027-01-01, inside the years the
+// server holds plausible.
+const testT0 = 1798761600
+
+// tripletRequest is the policy request for triplet i at Unix time at,
+// which needs --test-clock. Every triplet has a recipient of its own.
+func tripletRequest(i int, at int64) string {
+	return fmt.Sprintf("request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"+
+		"client_address=10.%d.%d.7\nclient_name=mail%d.sender.example\nsender=news@sender.example\n"+
+		"recipient=user%d@example.test\ninstance=%x.1\npolicy_test_time=%d\n\n", i/250, i%250, i, i, i, at)
 }
