@@ -389,32 +389,51 @@ func (l *Log) reopen() error {
 		return err
 	}
 	want := l.last.Load() + 1
+	var loss *Loss
 	switch have := ds.next(); {
 	case len(ds.files) == 0 || have < want:
-		loss := Loss{First: l.first.Load(), Last: want - 1, Cause: "the wal directory was emptied"}
+		loss = &Loss{First: l.first.Load(), Last: want - 1, Cause: "the wal directory was emptied"}
 		if len(ds.files) > 0 {
-			loss = Loss{First: have, Last: want - 1, Segment: ds.files[len(ds.files)-1].name,
+			loss = &Loss{First: have, Last: want - 1, Segment: ds.files[len(ds.files)-1].name,
 				Cause: "frames written to the tail segment are gone from it (deleted, truncated or replaced)"}
 		}
-		l.lostFrames.Add(loss.Last - loss.First + 1)
-		l.log.Error("wal frames written by this process are gone from the disk: continuing from the next index",
-			"dir", l.dir, "first_lost", loss.First, "last_lost", loss.Last, "segment", loss.Segment, "cause", loss.Cause,
-			"hint", "memory still holds these changes and a snapshot is taken at once; find out what removed or truncated the file")
 		if err := l.newSegmentFile(want); err != nil {
 			return err
 		}
 		ds.files = append(ds.files, segmentFile{name: segmentName(want), index: want})
 		ds.scans = append(ds.scans, fileScan{})
-		if l.opts.OnLoss != nil {
-			l.opts.OnLoss(loss)
-		}
 	default:
 		ds.assess(&r, 0)
 		r.LostFrames, r.CoveredFrames = 0, 0
+		// Frames this process wrote that read back damaged: the file was
+		// cut short and written past, and the cut bytes are zeros.
+		for _, d := range r.Damage {
+			if d.Frames() == 0 || d.LastLost < l.ownFrom {
+				continue
+			}
+			first := max(d.FirstLost, l.ownFrom)
+			if loss == nil {
+				loss = &Loss{First: first, Last: d.LastLost, Segment: d.Segment,
+					Cause: "frames written to the tail segment read back as other bytes (cut short and written past, or overwritten)"}
+			}
+			loss.First, loss.Last = min(loss.First, first), max(loss.Last, d.LastLost)
+		}
 		if err := l.fixTail(&ds, &r); err != nil {
 			return err
 		}
+		if err := l.keepBroken(&ds, &r); err != nil {
+			return err
+		}
 		l.noteRepair(&r)
+	}
+	if loss != nil {
+		l.lostFrames.Add(loss.Last - loss.First + 1)
+		l.log.Error("wal frames written by this process are gone from the disk: continuing from the next index",
+			"dir", l.dir, "first_lost", loss.First, "last_lost", loss.Last, "segment", loss.Segment, "cause", loss.Cause,
+			"hint", "memory still holds these changes and a snapshot is taken at once; find out what removed or truncated the file")
+		if l.opts.OnLoss != nil {
+			l.opts.OnLoss(*loss)
+		}
 	}
 	return l.install(ds)
 }

@@ -121,12 +121,16 @@
 //
 // An fsync succeeds on a file that was removed or cut short, so after each
 // one (and once a second in SyncNever mode) the log checks that the tail
-// file is still linked under its name and as long as what was written. If
-// it is not, the log reopens: it goes on from the next index in a new
-// segment and a new generation (indexes are never reused while the process
-// runs), logs the frames lost, and calls Options.OnLoss, so the caller can
-// write a snapshot of its memory at once. In SyncAlways mode the append
-// whose fsync found it fails.
+// file is still linked under its name and as long as what was written, and
+// reads back and verifies the frames written since the last look: tidwall
+// writes at its own offset, so a file cut short while it is written grows
+// back to its length with the next write, the cut bytes reading as zeros.
+// If it finds any of this, the log reopens: it goes on from the next index
+// in a new segment and a new generation (indexes are never reused while
+// the process runs), logs the frames lost, and calls Options.OnLoss, so the
+// caller can write a snapshot of its memory at once. In SyncAlways mode the
+// append whose fsync found it fails. Reading back costs a read of what was
+// written, from the page cache, once a second.
 //
 // # Truncation and pins
 //

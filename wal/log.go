@@ -162,6 +162,7 @@ type Log struct {
 	tb       tidwall.Batch
 	tailSize int64  // bytes in the tail segment, mirroring tidwall's count
 	gen      uint32 // generation stamped on the frames written now
+	ownFrom  uint64 // the first frame this process wrote, or will
 
 	// segMu guards the segment table, which readers and the syncer use to
 	// find files, and the wait channel of readers that caught up.

@@ -2,6 +2,7 @@ package wal
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -145,4 +146,46 @@ func TestTailLostSyncAlways(t *testing.T) {
 		t.Fatalf("losses %+v, want frames 13 to 15", losses)
 	}
 	checkSurvivors(t, ll.Log, append(indexes(1, 12), 16))
+}
+
+// TestTailCutAndWrittenPast: the tail file cut short and then written
+// past, as a truncation under load leaves it (tidwall writes at its own
+// offset, so the file is as long as written again and the cut bytes read
+// as zeros). The size check alone misses it; reading back what was
+// written since the last look finds it, and the frames lost in the hole
+// are reported, whether the cut came before or after that look.
+func TestTailCutAndWrittenPast(t *testing.T) {
+	for _, mode := range []SyncMode{SyncEvery(time.Second), SyncNever} {
+		for _, lookFirst := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/looked before the cut %v", mode, lookFirst), func(t *testing.T) {
+				dir := t.TempDir()
+				ll := openLossLog(t, dir, mode)
+				writeFrames(t, ll.Log, 14) // segments 1, 5, 9, 13
+				if lookFirst {
+					ll.syncTick()
+				}
+				if err := os.Truncate(filepath.Join(dir, segmentName(13)), 45+10); err != nil { // frame 13 whole, 14 cut
+					t.Fatal(err)
+				}
+				if err := ll.Append(payloadOf(15), recordsOf(15)); err != nil {
+					t.Fatal(err)
+				}
+				if fi, err := os.Stat(filepath.Join(dir, segmentName(13))); err != nil || fi.Size() != 3*45 { // frames 13 to 15
+					t.Fatalf("the tail is not as long as written: %v, %v", fi, err)
+				}
+				ll.syncTick()
+				if err := ll.Append(payloadOf(16), recordsOf(16)); err != nil {
+					t.Fatalf("append after the loss: %v", err)
+				}
+				if losses := ll.lossList(); len(losses) != 1 || losses[0].First != 14 || losses[0].Last != 14 {
+					t.Fatalf("losses %+v, want frame 14", losses)
+				}
+				if got := ll.Stats().LostFrames; got != 1 {
+					t.Errorf("Stats().LostFrames = %d, want 1", got)
+				}
+				checkSegmentTable(t, ll.Log)
+				checkSurvivors(t, ll.Log, append(indexes(1, 13), 15, 16))
+			})
+		}
+	}
 }

@@ -399,6 +399,7 @@ func (l *Log) openDir() error {
 	for _, sc := range ds.scans {
 		l.eras = append(l.eras, sc.eras...)
 	}
+	l.ownFrom = ds.next()
 	return l.install(ds)
 }
 

@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -23,6 +24,11 @@ type syncState struct {
 	synced uint64 // last frame index covered by an fsync
 	dirGen uint64 // segment creations covered by a directory fsync
 	closed bool
+	// checked is how far into f's file the frames were read back and
+	// verified, last where the last verified one's entry starts; see
+	// readBack.
+	checked, last int64
+	buf           []byte
 }
 
 // reset forgets the descriptor and what was synced, after the log was
@@ -47,6 +53,7 @@ func (s *syncState) closeFile() {
 		s.f.Close() // nothing is written through it: no error to act on
 		s.f, s.name = nil, ""
 	}
+	s.checked, s.last = 0, 0
 }
 
 // errTailLost says the tail file is not the one the log wrote: removed,
@@ -96,10 +103,17 @@ func (l *Log) syncOrCheck(fsync bool) error {
 	}
 	path := filepath.Join(l.dir, name)
 	if name != s.name {
+		if s.f != nil {
+			// The tail moved on: what was written to the old one since
+			// the last look is verified once, now that it is whole.
+			if err := l.readBackClosed(s); err != nil {
+				return err
+			}
+		}
 		s.closeFile()
 		// Write access only because some systems refuse to flush through a
 		// read-only descriptor; nothing is ever written through it.
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return &errTailLost{segment: name, why: "was removed"}
@@ -123,6 +137,9 @@ func (l *Log) syncOrCheck(fsync bool) error {
 		}
 	}
 	if err := sameFile(s.f, path, tail.size); err != nil {
+		return &errTailLost{segment: name, why: err.Error()}
+	}
+	if err := s.readBack(tail.size); err != nil {
 		return &errTailLost{segment: name, why: err.Error()}
 	}
 	if !fsync {
@@ -162,6 +179,96 @@ func sameFile(f *os.File, path string, size int64) error {
 	}
 	if held.Size() < size {
 		return fmt.Errorf("was cut short: %d bytes where %d were written", held.Size(), size)
+	}
+	return nil
+}
+
+// readBackChunk is how much of the tail readBack reads at a time.
+const readBackChunk = 1 << 20
+
+// readBack reads the frames written to the tail since the last look, up
+// to size, and verifies them. A file cut short while it is written is as
+// long as written again once the next write lands, since tidwall writes at
+// its own offset: the cut bytes read back as zeros (a hole), and only
+// reading shows them. A cut at any time since the last look zeroes the
+// last byte written before it, which lies in the last frame verified then
+// or in one written since: so the look starts at that last frame, and
+// each look costs one read of what was written since the one before.
+func (s *syncState) readBack(size int64) error {
+	off := s.last
+	want := readBackChunk
+	for off < size {
+		n := int(min(size-off, int64(want)))
+		if cap(s.buf) < n {
+			s.buf = make([]byte, n)
+		}
+		buf := s.buf[:n]
+		if _, err := s.f.ReadAt(buf, off); err != nil {
+			return fmt.Errorf("cannot be read back at offset %d: %v", off, err)
+		}
+		p, err := verifyEntries(buf, off, size, &s.last)
+		if err != nil {
+			return err
+		}
+		if p == 0 {
+			want = max(want*2, len(buf)+16) // one frame larger than a read
+			continue
+		}
+		off += int64(p)
+		want = readBackChunk
+	}
+	s.checked = size
+	return nil
+}
+
+// verifyEntries verifies the whole entries at the start of buf, the file's
+// bytes from off on, of which size were written, noting in last where each
+// starts. It returns how far it got: an entry that runs past buf is left
+// for the next read.
+func verifyEntries(buf []byte, off, size int64, last *int64) (int, error) {
+	p := 0
+	for p < len(buf) {
+		length, k := binary.Uvarint(buf[p:])
+		if k == 0 && off+int64(len(buf)) < size {
+			return p, nil // the prefix runs past this read
+		}
+		at := off + int64(p)
+		if k <= 0 || length < minFrameSize || length > uint64(size-at) {
+			return p, fmt.Errorf("holds no frame at offset %d, where one was written (cut short and written past?)", at)
+		}
+		end := p + k + int(length)
+		if end > len(buf) {
+			return p, nil // the frame runs past this read
+		}
+		if _, err := DecodeFrame(buf[p+k : end]); err != nil {
+			return p, fmt.Errorf("holds a damaged frame at offset %d, where a whole one was written (cut short and written past?): %v", at, err)
+		}
+		*last = at
+		p = end
+	}
+	return p, nil
+}
+
+// readBackClosed verifies the rest of the tail the syncer looked at last,
+// which the committer has since closed for a new one.
+func (l *Log) readBackClosed(s *syncState) error {
+	l.segMu.Lock()
+	size := int64(-1)
+	for _, seg := range l.segs {
+		if seg.name() == s.name {
+			size = seg.size
+		}
+	}
+	l.segMu.Unlock()
+	if size < 0 || size <= s.checked {
+		return nil // dropped by a truncation since, or nothing new
+	}
+	path := filepath.Join(l.dir, s.name)
+	if err := sameFile(s.f, path, size); err != nil {
+		return &errTailLost{segment: s.name, why: err.Error()}
+	}
+	if err := s.readBack(size); err != nil {
+		return &errTailLost{segment: s.name, why: err.Error()}
 	}
 	return nil
 }
