@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"syscall"
 	"time"
 
 	tidwall "github.com/tidwall/wal"
@@ -347,6 +348,16 @@ func (l *Log) recoverFrom(cause error) {
 		l.tl = nil
 	}
 	l.repairs.Add(1)
+	if diskFull(cause) {
+		// A reopen needs no space and would work, and the next write would
+		// fail as this one did: a scan of the whole log and three lines of
+		// log for every append. The log stays failed until there is room.
+		l.markFailed(cause)
+		l.log.Error("wal cannot write: the disk is full; checks are answered as if greylisting were off until it has room",
+			"dir", l.dir, "err", cause, "retry_in", reopenRetry,
+			"hint", fmt.Sprintf("free space on the wal's disk: the log resumes by itself once %d KiB are free", minFreeToResume>>10))
+		return
+	}
 	l.log.Error("wal failed: reopening the log", "dir", l.dir, "err", cause,
 		"hint", "check free space on the wal's disk, the kernel log for I/O errors, and that nothing else writes to the wal directory")
 	if err := l.reopen(); err != nil {
@@ -438,8 +449,18 @@ func (l *Log) reopen() error {
 	return l.install(ds)
 }
 
-// setFailed makes appends fail fast until retryReopen succeeds.
+// setFailed makes appends fail fast until retryReopen succeeds, and says
+// so.
 func (l *Log) setFailed(err error) {
+	l.markFailed(err)
+	l.log.Error("wal cannot be reopened: appends fail until it can", "dir", l.dir, "err", err,
+		"retry_in", reopenRetry,
+		"hint", "check that the disk is not full, that the wal directory exists and is writable by this user, and the kernel log for I/O errors")
+}
+
+// markFailed makes appends fail fast with err until retryReopen succeeds,
+// and fails the batch being filled.
+func (l *Log) markFailed(err error) {
 	l.m.setFailed(true)
 	l.mu.Lock()
 	l.failed = err
@@ -451,12 +472,39 @@ func (l *Log) setFailed(err error) {
 		res.err = fmt.Errorf("%w: %w", ErrFailed, err)
 		close(res.done)
 	}
-	l.log.Error("wal cannot be reopened: appends fail until it can", "dir", l.dir, "err", err,
-		"retry_in", reopenRetry,
-		"hint", "check that the disk is not full, that the wal directory exists and is writable by this user, and the kernel log for I/O errors")
+}
+
+// minFreeToResume is the free space a log failed on a full disk waits for
+// before it writes again.
+const minFreeToResume = 1 << 20
+
+// diskFull says err is a write that found no space (or no quota) left.
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// freeSpace is what the file system holding the log has free for this
+// user, or -1 if it cannot say.
+func (l *Log) freeSpace() int64 {
+	if h := l.opts.hooks.free; h != nil {
+		return h()
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(l.dir, &st); err != nil {
+		return -1
+	}
+	return int64(st.Bavail) * int64(st.Bsize)
 }
 
 func (l *Log) retryReopen() {
+	l.mu.Lock()
+	cause := l.failed
+	l.mu.Unlock()
+	if diskFull(cause) {
+		if free := l.freeSpace(); free >= 0 && free < minFreeToResume {
+			return // still full: nothing new to say
+		}
+	}
 	if err := l.reopen(); err != nil {
 		l.log.Error("wal still cannot be reopened", "dir", l.dir, "err", err, "retry_in", reopenRetry,
 			"hint", "check that the disk is not full, that the wal directory exists and is writable by this user, and the kernel log for I/O errors")

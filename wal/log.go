@@ -107,6 +107,7 @@ type testHooks struct {
 	gen       func() uint32            // replaces the random generation
 	now       func() int64             // replaces the frame time (unix milliseconds)
 	held      func()                   // runs, under mu, when backpressure holds an appender back
+	free      func() int64             // replaces the file system's free space
 }
 
 func (o *Options) setDefaults() {

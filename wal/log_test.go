@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -860,4 +862,62 @@ func TestMetrics(t *testing.T) {
 	if got := gauge(t, reg, "greyhold_wal_lost_frames_total"); got != 0 {
 		t.Errorf("lost frames = %v, want 0", got)
 	}
+}
+
+// TestDiskFullWaitsForRoom: a write that finds the disk full fails, and
+// the log does not reopen at once (the reopen would work, needing no
+// space, and the next write fail the same way: a scan of the whole log
+// and three lines of log per append). Appends fail fast, one line says
+// why, and retries reopen only once there is room.
+func TestDiskFullWaitsForRoom(t *testing.T) {
+	retry := make(chan time.Time)
+	var full atomic.Bool
+	var reopens atomic.Int32
+	var free atomic.Int64
+	free.Store(1 << 30)
+	var logs logLines
+	l := openLog(t, t.TempDir(), Options{Sync: SyncNever, Logger: logs.logger(), hooks: &testHooks{
+		retryTick: retry,
+		write: func(uint64) error {
+			if full.Load() {
+				return fmt.Errorf("write: %w", syscall.ENOSPC)
+			}
+			return nil
+		},
+		reopen: func() error { reopens.Add(1); return nil },
+		free:   func() int64 { return free.Load() },
+	}})
+	writeFrames(t, l, 2)
+	full.Store(true)
+	free.Store(4096)
+	if err := l.Append([]byte("lost"), 1); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Append on a full disk = %v, want ENOSPC", err)
+	}
+	for range 100 {
+		if err := l.Append([]byte("refused"), 1); !errors.Is(err, ErrFailed) || !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("Append while full = %v, want ErrFailed wrapping ENOSPC", err)
+		}
+	}
+	retry <- time.Time{} // still full: no reopen
+	if err := l.TruncateFront(1); !errors.Is(err, ErrFailed) {
+		t.Fatalf("TruncateFront while full = %v", err)
+	}
+	if n := reopens.Load(); n != 0 {
+		t.Errorf("%d reopens while the disk was full, want 0", n)
+	}
+	if lines := logs.lines(t, slog.LevelError); len(lines) != 1 || !strings.Contains(fmt.Sprint(lines[0]["msg"]), "the disk is full") {
+		t.Errorf("error lines %v, want one saying the disk is full", lines)
+	}
+
+	full.Store(false)
+	free.Store(1 << 30)
+	retry <- time.Time{}
+	if err := l.TruncateFront(1); err != nil {
+		t.Fatalf("TruncateFront once there is room: %v", err)
+	}
+	if n := reopens.Load(); n != 1 {
+		t.Errorf("%d reopens once there was room, want 1", n)
+	}
+	writeFrames(t, l, 1)
+	checkFrames(t, l, 1, 3)
 }

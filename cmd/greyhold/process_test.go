@@ -221,9 +221,9 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 }
 
 // waitFor polls for s in the log, which the server writes every 100 ms,
-// up to 10 s.
+// up to 20 s.
 func (l *lockedBuffer) waitFor(s string) bool {
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(l.String(), s) {
 		if time.Now().After(deadline) {
 			return false

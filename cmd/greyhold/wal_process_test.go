@@ -3,16 +3,19 @@ package main
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -435,4 +438,129 @@ func TestLogTailLostUnderLoad(t *testing.T) {
 			d.stop(t, 30*time.Second)
 		})
 	}
+}
+
+// mountTmpfs mounts a tmpfs of the given size at a new directory for the
+// test, or skips the test where that takes root and it has not.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", mnt).CombinedOutput(); err != nil {
+		if os.Geteuid() != 0 {
+			t.Skipf("mounting a %s tmpfs to fill needs root (CI runs as root): %v %s", size, err, out)
+		}
+		t.Fatalf("mount a tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(mnt, 0); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	})
+	return mnt
+}
+
+// fillDisk writes a file in dir until the disk is full.
+func fillDisk(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	block := make([]byte, 4096)
+	for {
+		if _, err := f.Write(block); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	// Smaller writes for the last partial block.
+	for _, err := f.Write([]byte{0}); err == nil; _, err = f.Write([]byte{0}) {
+	}
+	return path
+}
+
+// TestCrashOnFullDisk (issue 9, defect 3): a server killed on a disk that
+// then has no byte free, its log's tail torn (half a frame written when
+// it died), starts, cuts the tail, and answers: what it knew, at once, and
+// a new triplet as greylisting off (the log cannot take it) until space
+// is freed, when the log resumes and greylists again.
+func TestCrashOnFullDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	mnt := mountTmpfs(t, "2m")
+	const n = 200
+	d := &daemon{dir: filepath.Join(mnt, "data"),
+		args: []string{"--test-clock", "--auto-whitelist-clients", "0", "--wal-segment-size", "64KiB"}}
+	d.start(t)
+	pc := dialPolicy(t, d.policy)
+	deferAll(t, pc, n)
+	for i := range n {
+		if got, err := pc.ask(tripletRequest(i, testT0+400)); err != nil || !strings.HasPrefix(got, passAnswer) {
+			t.Fatalf("retry of triplet %d: %q, %v", i, got, err)
+		}
+	}
+	d.kill(t)
+	tail := tailSegment(t, filepath.Join(d.dir, "wal"))
+	f, err := os.OpenFile(tail, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte{0x7f, 2, 0, 1, 0}); err != nil { // a 127-byte entry, 4 bytes of it written
+		t.Fatal(err)
+	}
+	f.Close()
+	filler := fillDisk(t, mnt)
+
+	restartAt := len(d.logText())
+	d.start(t)
+	want := fmt.Sprintf(`msg="wal tail torn: cut off" component=wal dir=%s segment=%s`, filepath.Join(d.dir, "wal"), filepath.Base(tail))
+	if !d.log.waitFor(want) || !d.log.waitFor("dropped_bytes=5 kept=\"\"") {
+		t.Errorf("the log does not say %s with 5 bytes dropped and none kept:\n%s", want, d.logText())
+	}
+	pc = dialPolicy(t, d.policy)
+	for _, i := range []int{0, n / 2, n - 1} {
+		if got, err := pc.ask(tripletRequest(i, testT0+1000)); err != nil || got != knownAnswer {
+			t.Errorf("known triplet %d on the full disk: %q, %v", i, got, err)
+		}
+	}
+	// The tail's last block has room for a few frames; then the log
+	// cannot take more, and new triplets are let through.
+	next, notLogged := n, 0
+	for ; next < n+1000 && notLogged < 50; next++ {
+		got, err := pc.ask(tripletRequest(next, testT0+1000))
+		switch {
+		case err != nil:
+			t.Fatalf("new triplet %d on the full disk: %v", next, err)
+		case got == knownAnswer:
+			notLogged++
+		case !strings.HasPrefix(got, deferAnswer):
+			t.Fatalf("new triplet %d on the full disk: %q", next, got)
+		}
+	}
+	if notLogged == 0 {
+		t.Fatalf("%d new triplets on the full disk were all greylisted", next-n)
+	}
+	t.Logf("%d new triplets on the full disk: %d greylisted, %d let through", next-n, next-n-notLogged, notLogged)
+	if !d.log.waitFor(`msg="wal cannot write: the disk is full; checks are answered as if greylisting were off until it has room"`) {
+		t.Errorf("the log does not say the disk is full:\n%s", d.logText())
+	}
+	// One line says so, not one a request.
+	if n := strings.Count(d.logText()[restartAt:], "level=ERROR msg=\"wal "); n != 1 {
+		t.Errorf("%d error lines of the log's after %d checks it could not log, want 1:\n%s", n, notLogged, d.logText()[restartAt:])
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if !d.log.waitFor(`msg="wal reopened: appends resume"`) {
+		t.Fatalf("the log did not resume once space was freed:\n%s", d.logText())
+	}
+	if got, err := pc.ask(tripletRequest(next, testT0+1000)); err != nil || !strings.HasPrefix(got, deferAnswer) {
+		t.Errorf("a new triplet once space was freed: %q, %v", got, err)
+	}
+	d.stop(t, 30*time.Second)
 }
