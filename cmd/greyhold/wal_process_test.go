@@ -564,3 +564,47 @@ func TestCrashOnFullDisk(t *testing.T) {
 	}
 	d.stop(t, 30*time.Second)
 }
+
+// TestLostSecretRefusedAtStart (issue 9, defect 8): a data directory whose
+// secret is gone, stopped cleanly (a snapshot and a log) or killed (a log
+// only, and greyhold.json gone too), does not start: the error says to
+// restore the secret, and no new secret is made beside the state.
+func TestLostSecretRefusedAtStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	for _, tc := range []struct {
+		name string
+		stop func(t *testing.T, d *daemon)
+		lost []string
+	}{
+		{"secret lost after a clean stop", func(t *testing.T, d *daemon) { d.stop(t, 30*time.Second) }, []string{"secret"}},
+		{"secret and greyhold.json lost after a crash", func(t *testing.T, d *daemon) { d.kill(t) }, []string{"secret", "greyhold.json"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startDaemon(t, "--test-clock")
+			deferAll(t, dialPolicy(t, d.policy), 20)
+			tc.stop(t, d)
+			for _, name := range tc.lost {
+				if err := os.Remove(filepath.Join(d.dir, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := len(d.logText())
+			d.launch(t)
+			err, ok := d.exited(20 * time.Second)
+			if !ok {
+				t.Fatal("greyhold started without its secret")
+			}
+			out := d.logText()[before:]
+			if err == nil || !strings.Contains(out, "restore the secret file") || !strings.Contains(out, filepath.Join(d.dir, "secret")) {
+				t.Errorf("start without the secret: %v, want a refusal naming the secret and saying to restore it:\n%s", err, out)
+			}
+			for _, name := range tc.lost {
+				if _, err := os.Lstat(filepath.Join(d.dir, name)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s is there after the refused start (%v)", name, err)
+				}
+			}
+		})
+	}
+}
