@@ -79,7 +79,7 @@ func TestHostileInput(t *testing.T) {
 	}
 	d := startDaemon(t, "--read-timeout", "2s", "--max-connections", "20000")
 	rss0 := d.rssKiB(t)
-	hostile := func(name string, send func(c net.Conn)) {
+	hostile := func(name string, send func(t *testing.T, c net.Conn)) {
 		t.Run(name, func(t *testing.T) {
 			c, err := net.Dial("tcp", d.policy)
 			if err != nil {
@@ -87,13 +87,30 @@ func TestHostileInput(t *testing.T) {
 			}
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(30 * time.Second))
-			send(c)
+			send(t, c)
 		})
 	}
+	// untilClosed reads what the server sends until it closes the
+	// connection, which it must do before the deadline.
+	untilClosed := func(t *testing.T, c net.Conn) string {
+		t.Helper()
+		var got bytes.Buffer
+		_, err := io.Copy(&got, c)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("the server neither answered nor closed the connection in 30 s (sent %q)", got.String())
+		}
+		return got.String() // a reset after the answer, for input left unread, is a close too
+	}
+	const dunno = "action=DUNNO\n\n"
 	random := make([]byte, 1<<20)
 	rand.Read(random)
-	hostile("random bytes", func(c net.Conn) { c.Write(random); io.Copy(io.Discard, c) })
-	hostile("100 MiB line", func(c net.Conn) {
+	hostile("random bytes", func(t *testing.T, c net.Conn) {
+		go c.Write(random)
+		if got := untilClosed(t, c); got != dunno {
+			t.Errorf("random bytes answered %q, want DUNNO and a close", got)
+		}
+	})
+	hostile("100 MiB line", func(t *testing.T, c net.Conn) {
 		chunk := bytes.Repeat([]byte("x"), 1<<20)
 		c.Write([]byte("sender="))
 		for range 100 {
@@ -103,22 +120,26 @@ func TestHostileInput(t *testing.T) {
 		}
 		t.Error("the server read a 100 MiB line to its end")
 	})
-	hostile("100,000 attributes", func(c net.Conn) {
-		c.Write(bytes.Repeat([]byte("a=b\n"), 100000))
-		io.Copy(io.Discard, c)
-	})
-	hostile("NUL bytes", func(c net.Conn) {
-		io.WriteString(c, strings.Replace(goodRequest, "alice", "al\x00ice", 1))
-		io.Copy(io.Discard, c)
-	})
-	hostile("invalid UTF-8", func(c net.Conn) {
-		io.WriteString(c, strings.Replace(goodRequest, "rcpt1@example.test", "r\xff\xfe@exa\xc3mple.test", 1))
-		r := bufio.NewReader(c)
-		if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "action=") {
-			t.Errorf("invalid UTF-8 request answered %q", line)
+	hostile("100,000 attributes", func(t *testing.T, c net.Conn) {
+		go c.Write(bytes.Repeat([]byte("a=b\n"), 100000))
+		if got := untilClosed(t, c); got != dunno {
+			t.Errorf("100,000 attributes answered %q, want DUNNO and a close", got)
 		}
 	})
-	hostile("one byte per write with pauses", func(c net.Conn) {
+	hostile("NUL bytes", func(t *testing.T, c net.Conn) {
+		io.WriteString(c, strings.Replace(goodRequest, "alice", "al\x00ice", 1))
+		if got := untilClosed(t, c); got != dunno {
+			t.Errorf("a sender with a NUL byte answered %q, want DUNNO and a close", got)
+		}
+	})
+	hostile("invalid UTF-8", func(t *testing.T, c net.Conn) {
+		io.WriteString(c, strings.Replace(goodRequest, "rcpt1@example.test", "r\xff\xfe@exa\xc3mple.test", 1))
+		r := bufio.NewReader(c)
+		if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "action=DEFER_IF_PERMIT") {
+			t.Errorf("a request with invalid UTF-8 answered %q, want greylisting as any other", line)
+		}
+	})
+	hostile("one byte per write with pauses", func(t *testing.T, c net.Conn) {
 		req := strings.Replace(goodRequest, "alice", "slow", 1)
 		for i := 0; i < len(req); i++ {
 			c.Write([]byte{req[i]})
@@ -130,7 +151,13 @@ func TestHostileInput(t *testing.T) {
 		}
 	})
 	for i := range 100 {
-		hostile(fmt.Sprintf("close mid-request %d", i), func(c net.Conn) { io.WriteString(c, goodRequest[:i*(len(goodRequest)-2)/100]) })
+		hostile(fmt.Sprintf("close mid-request %d", i), func(t *testing.T, c net.Conn) {
+			io.WriteString(c, goodRequest[:i*(len(goodRequest)-2)/100])
+			c.(*net.TCPConn).CloseWrite()
+			if got := untilClosed(t, c); got != "" {
+				t.Errorf("a request cut by the client's close answered %q, want nothing", got)
+			}
+		})
 	}
 
 	// Only the two well-formed requests among them (the slow one and the
