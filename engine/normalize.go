@@ -247,8 +247,8 @@ func appendSender(dst []byte, s string, raw bool) []byte {
 	// and the fixpoint makes normalisation idempotent even for wrappings
 	// nested inside each other. The +extension is cut inside the loop:
 	// what follows a '+' can keep a wrapping from being recognised (an '@'
-	// in an SRS part), and cutting it after the loop left one that the next
-	// normalisation unwraps (a fuzzer found "SRS0=0=0=0=0+@@").
+	// in an SRS part), and cutting it after the loop would leave one that
+	// the next normalisation unwraps (as in "SRS0=0=0=0=0+@@").
 	for {
 		if l, d, ok := unwrapSRS(local); ok {
 			local, domain, hasAt = l, d, true
@@ -405,7 +405,7 @@ func unwrapSRS(local []byte) (l, d []byte, ok bool) {
 	dom, user, ok := cutByte(after, '=')
 	// An '@' in either part is no SRS: taking it for the domain would move
 	// it across the address's last '@' and normalising again would read
-	// the address differently (a fuzzer found "SRS0+0=0=0@=0@").
+	// the address differently (as in "SRS0+0=0=0@=0@").
 	if !ok || len(dom) == 0 || len(user) == 0 || bytes.IndexByte(dom, '@') >= 0 || bytes.IndexByte(user, '@') >= 0 {
 		return nil, nil, false
 	}

@@ -82,7 +82,8 @@ func TestTableReserve(t *testing.T) {
 }
 
 // TestTableReserveGrowsGeometrically: reserving one more entry at a time
-// must not rehash on every call (an unsorted import did, and took minutes).
+// must not rehash on every call (an unsorted import, which reserves a little
+// at a time, would take minutes).
 func TestTableReserveGrowsGeometrically(t *testing.T) {
 	var tb table
 	resizes, last := 0, 0

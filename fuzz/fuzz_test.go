@@ -203,7 +203,7 @@ func FuzzHTTPCheck(f *testing.F) {
 }
 
 // FuzzWALFrame: a frame that decodes re-encodes to the same bytes (a
-// version 1 frame, which this version no longer writes, to a version 2
+// version 1 frame, which is read but never written, to a version 2
 // frame of the same records), decoding allocates nothing beyond an error
 // value, and its records apply to an engine or fail cleanly, counted the
 // same way by the summary.

@@ -164,8 +164,9 @@ func (l *Log) commit() bool {
 	// Let appenders that are runnable add to the batch before it is taken:
 	// with few cores, the ones just released by the last frame are still
 	// waiting for a CPU, and taking the batch at once writes frames of one
-	// or two records. Measured with 64 appenders on 2 cores (interval
-	// sync): 2.5 → 28 records a frame, 620k → 960k records/s.
+	// or two records. With 64 appenders on 2 cores (interval sync) the
+	// yield makes 28 records a frame and 960k records/s, against 2.5 and
+	// 620k without it.
 	runtime.Gosched()
 	l.mu.Lock()
 	b := l.open

@@ -50,7 +50,7 @@ type Set struct {
 	// domainEnds holds the last two labels of every client domain entry,
 	// and oneLabel says whether any entry has a single label. Most names
 	// match no entry; one lookup of their last two labels says so, where
-	// walking every suffix took three or four (an eighth of a check).
+	// walking every suffix takes three or four (an eighth of a check).
 	domainEnds   strSet
 	oneLabel     bool
 	clientRegexp *reList
@@ -380,8 +380,8 @@ func (s *Set) MatchClient(addr netip.Addr, name string) bool {
 		!s.domainEnds.f.mayHaveLower(lastLabels(unsafe.Slice(unsafe.StringData(name), len(name)))) {
 		// Only the last two labels can rule a name out, and the filter in
 		// front of them reads three of their bytes: those lowercased say no
-		// to most names before the whole name is lowercased, which was half
-		// of this function's time (lowercasing moves no byte).
+		// to most names before the whole name is lowercased, which would be
+		// half of this function's time (lowercasing moves no byte).
 		return false
 	}
 	var scratch [256]byte

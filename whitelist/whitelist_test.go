@@ -229,8 +229,8 @@ func TestUnreadableFiles(t *testing.T) {
 }
 
 // A whitelist path that is not a regular file is refused at once, with an
-// error that says what it is: a FIFO with no writer used to block the
-// open, and with it the reload and the server's signal handling (issue 9,
+// error that says what it is: opening a FIFO with no writer would block,
+// and with it the reload and the server's signal handling (issue 9,
 // defect 10).
 func TestLoadFilesRefusesNonRegular(t *testing.T) {
 	dir := t.TempDir()

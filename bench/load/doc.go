@@ -26,8 +26,8 @@
 // --warmup-delay for servers that have no test clock (postgrey, gross),
 // sent, waited for, and sent again. Start greyhold for benchmarks with
 // --test-clock --log-decisions=off, unless the log is what is measured:
-// writing a line per decision took a quarter of the one-at-a-time
-// throughput in bench/RESULTS.md.
+// writing a line per decision takes a quarter of the one-at-a-time
+// throughput (bench/RESULTS.md).
 //
 // --null-server runs a server that answers DUNNO (policy), PASS (line) or
 // pass/known (http) without deciding anything, one write per read as

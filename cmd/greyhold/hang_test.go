@@ -16,9 +16,10 @@ import (
 )
 
 // A whitelist path that turns into a FIFO (in practice: a file on a hung
-// mount) blocked the SIGHUP reload inside the signal loop, so SIGTERM was
-// ignored, and POST /v1/whitelist/reload hung (issue 9, defect 10). Both
-// reloads now fail at once saying why, and SIGTERM stops the server.
+// mount) must not block the SIGHUP reload inside the signal loop, where
+// it would keep SIGTERM waiting, nor POST /v1/whitelist/reload (issue 9,
+// defect 10): both reloads fail at once saying why, and SIGTERM stops the
+// server.
 func TestReloadOfFIFODoesNotHang(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server process")
