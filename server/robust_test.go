@@ -130,6 +130,20 @@ func TestShutdownWhileAccepting(t *testing.T) {
 	}
 }
 
+// A shutdown whose deadline has passed before it begins (a drain delay
+// that took the whole shutdown timeout) with no connection open has cut
+// none, and says nothing of connections still busy.
+func TestShutdownPastItsDeadline(t *testing.T) {
+	for round := range 20 {
+		ts := startServer(t, func(c *Config) { c.HTTPListen = ""; c.LineListen = "" })
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := ts.srv.Shutdown(ctx); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+}
+
 // Shutdown waits for connections handed over with ServeConn, and refuses
 // new ones once it has begun.
 func TestShutdownWaitsForServeConn(t *testing.T) {

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -12,20 +14,33 @@ import (
 // snapshots beyond SnapshotsKept and the log segments before the oldest one
 // kept. Checks go on meanwhile; one snapshot runs at a time.
 func (s *Store) Snapshot() (SnapshotInfo, error) {
+	return s.snapshotCtx(context.Background())
+}
+
+// snapshotCtx is Snapshot abandoned when ctx ends: the file is removed
+// unwritten and the error wraps ctx's. It looks at ctx between shards
+// and before the commit, so it gives up within a shard's rows; a write
+// the disk does not finish it cannot interrupt.
+func (s *Store) snapshotCtx(ctx context.Context) (SnapshotInfo, error) {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
 	if s.snapClosed {
 		return SnapshotInfo{}, ErrClosed
 	}
-	info, err := s.snapshot()
+	info, err := s.snapshot(ctx)
 	if err != nil {
-		s.snapFailed.Add(1)
+		if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
+			s.snapFailed.Add(1)
+		}
 		return info, err
 	}
 	return info, nil
 }
 
-func (s *Store) snapshot() (SnapshotInfo, error) {
+func (s *Store) snapshot(ctx context.Context) (SnapshotInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot not begun: %w", err)
+	}
 	start := time.Now()
 	// Every frame up to this index was applied in memory before it was
 	// written (the engine changes first, the log follows), so the rows
@@ -56,6 +71,12 @@ func (s *Store) snapshot() (SnapshotInfo, error) {
 	var first, word []uint32
 	var triplets int64
 	for i := range s.eng.Shards() {
+		if h := s.opts.snapshotShard; h != nil {
+			h(ctx, i)
+		}
+		if err := ctx.Err(); err != nil {
+			return SnapshotInfo{}, fmt.Errorf("snapshot abandoned at shard %d of %d: %w", i, s.eng.Shards(), err)
+		}
 		keys, first, word = s.eng.ExportShard(i, keys[:0], first[:0], word[:0])
 		triplets += int64(len(keys))
 		if err := w.WriteRows(keys, first, word); err != nil {
@@ -70,6 +91,9 @@ func (s *Store) snapshot() (SnapshotInfo, error) {
 	}
 	var cols [4][]uint32
 	for i := range s.eng.Shards() {
+		if err := ctx.Err(); err != nil {
+			return SnapshotInfo{}, fmt.Errorf("snapshot abandoned in the client table: %w", err)
+		}
 		for c := range cols {
 			cols[c] = cols[c][:0]
 		}
@@ -88,6 +112,9 @@ func (s *Store) snapshot() (SnapshotInfo, error) {
 		if err := w.WriteBlob(blobState, state); err != nil {
 			return SnapshotInfo{}, err
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot abandoned before its commit: %w", err)
 	}
 	written, err := w.Commit()
 	if err != nil {

@@ -58,6 +58,9 @@ type Options struct {
 	// lossSnapshot, if set, is told the outcome of each snapshot taken
 	// because the log lost frames.
 	lossSnapshot func(SnapshotInfo, error)
+	// snapshotShard, if set, runs before a snapshot exports each shard's
+	// triplets: a test's slow disk.
+	snapshotShard func(ctx context.Context, shard int)
 }
 
 // Log is what the store needs of its write-ahead log. *wal.Log is the one
@@ -440,7 +443,7 @@ func (s *Store) background(ctx context.Context) {
 			s.log.Error("writing a snapshot at once: the log lost frames, which memory still holds",
 				"first_lost", l.First, "last_lost", l.Last, "cause", l.Cause)
 			lastSnap = time.Now()
-			info, err := s.Snapshot()
+			info, err := s.snapshotCtx(ctx)
 			if err != nil {
 				s.log.Error("the snapshot after the log's loss failed: a restart now would lose those changes",
 					"err", err, "hint", "check the data directory's disk; the next scheduled snapshot tries again")
@@ -462,7 +465,7 @@ func (s *Store) background(ctx context.Context) {
 				continue
 			}
 			lastSnap = time.Now()
-			if _, err := s.Snapshot(); err != nil {
+			if _, err := s.snapshotCtx(ctx); err != nil && ctx.Err() == nil {
 				s.log.Error("scheduled snapshot failed; the log keeps every change, so nothing is lost, but recovery grows longer until one succeeds",
 					"err", err)
 			}
@@ -630,17 +633,40 @@ func (s *Store) Dir() string { return s.dir }
 // start replays nothing), syncs and closes the log and releases the
 // directory. It is safe to call twice.
 func (s *Store) Close() error {
+	_, err := s.CloseContext(context.Background())
+	return err
+}
+
+// CloseContext is Close with the final snapshot bounded by ctx: one not
+// written when ctx ends is abandoned, its file removed, and abandoned is
+// true. That loses nothing: the log holds every change since the last
+// snapshot, and the next start replays it. The log is closed all the same,
+// which ctx does not bound (its last fsync, normally milliseconds).
+func (s *Store) CloseContext(ctx context.Context) (abandoned bool, err error) {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if s.closed {
-		return nil
+		return false, nil
 	}
 	s.closed = true
 	s.stop()
 	s.done.Wait()
 	var errs []error
 	if !s.opts.NoFinalSnapshot {
-		if _, err := s.Snapshot(); err != nil {
+		start := time.Now()
+		_, err := s.snapshotCtx(ctx)
+		switch {
+		case err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()):
+			abandoned = true
+			ws := s.wal.Stats()
+			since := uint64(0)
+			if ls := s.lastSnap.Load(); ls != nil {
+				since = ls.WALIndex
+			}
+			s.log.Warn("final snapshot abandoned: the stop ran out of time; nothing is lost, the log holds every change and the next start replays it",
+				"after", time.Since(start).Round(time.Millisecond), "err", err, "log_frames_to_replay", ws.LastIndex-since,
+				"hint", "raise --shutdown-timeout if stops should end with a snapshot (a start then replays nothing)")
+		case err != nil:
 			errs = append(errs, fmt.Errorf("final snapshot: %w", err))
 		}
 	}
@@ -653,5 +679,5 @@ func (s *Store) Close() error {
 	if err := unlockDir(s.lock); err != nil {
 		errs = append(errs, fmt.Errorf("unlock: %w", err))
 	}
-	return errors.Join(errs...)
+	return abandoned, errors.Join(errs...)
 }

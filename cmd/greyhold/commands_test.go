@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -262,5 +263,37 @@ func TestDNSListOptions(t *testing.T) {
 	c.dnsbls = []string{"zen.spamhaus.org"}
 	if _, err := c.dnsLists(prometheus.NewRegistry(), slog.New(slog.DiscardHandler), sel); err == nil || !strings.Contains(err.Error(), "--dnsbl") {
 		t.Errorf("a list without a weight: %v", err)
+	}
+}
+
+// stuckCloser is a store whose close never returns, as on a disk that
+// stopped answering in the middle of the final snapshot's write.
+type stuckCloser struct{ release chan struct{} }
+
+func (s stuckCloser) CloseContext(context.Context) (bool, error) {
+	<-s.release
+	return false, nil
+}
+
+// TestCloseStoreBounded: a store that does not close by the stop's
+// deadline and the grace after it is left behind with an error saying so,
+// so that the process exits whatever its disk does.
+func TestCloseStoreBounded(t *testing.T) {
+	stuck := stuckCloser{release: make(chan struct{})}
+	defer close(stuck.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := closeStore(ctx, stuck, 10*time.Millisecond)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "did not close within --shutdown-timeout") {
+			t.Errorf("closeStore of a stuck store: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("closeStore waited for a store that does not close")
 	}
 }

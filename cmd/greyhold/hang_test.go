@@ -182,3 +182,62 @@ func TestDescriptorLimit(t *testing.T) {
 		t.Errorf("start under a limit of 100: %v\n%s", err, out)
 	}
 }
+
+// The final snapshot is inside --shutdown-timeout, not after it: a stop
+// whose drain takes the whole time (--drain-delay longer than the
+// timeout, a balancer given all of it to notice) abandons the snapshot,
+// says so, and exits cleanly; the next start replays every acknowledged
+// pass from the log. (store's TestCloseAbandonsSlowSnapshot holds a
+// snapshot mid-way.)
+func TestStopBoundedWithFinalSnapshot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	const n = 200
+	d := startDaemon(t, "--test-clock", "--auto-whitelist-clients", "0", "--shutdown-timeout", "1s", "--drain-delay", "30s")
+	pc := dialPolicy(t, d.policy)
+	deferAll(t, pc, n)
+	for i := range n {
+		if got, err := pc.ask(tripletRequest(i, testT0+400)); err != nil || !strings.HasPrefix(got, passAnswer) {
+			t.Fatalf("retry of triplet %d: %q, %v", i, got, err)
+		}
+	}
+	pc.c.Close() // an idle connection left at the deadline is cut, and that is an error
+
+	start := time.Now()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	err, ok := d.exited(20 * time.Second)
+	took := time.Since(start)
+	if !ok {
+		t.Fatalf("still running %v after SIGTERM with --shutdown-timeout 1s", took)
+	}
+	if err != nil {
+		t.Errorf("exit: %v\n%s", err, d.logText())
+	}
+	// 1 s of drain, then the snapshot's abandonment and the log's close,
+	// which has 5 s of grace.
+	if took > 6*time.Second {
+		t.Errorf("the stop took %v, over the shutdown timeout and the close's grace", took)
+	}
+	for _, want := range []string{`msg="final snapshot abandoned: the stop ran out of time`, `msg="stopped cleanly" final_snapshot=abandoned`} {
+		if !strings.Contains(d.logText(), want) {
+			t.Errorf("the log does not say %q:\n%s", want, d.logText())
+		}
+	}
+	if snaps, _ := filepath.Glob(filepath.Join(d.dir, "snapshots", "*")); len(snaps) != 0 {
+		t.Errorf("snapshot files %v after the abandoned one", snaps)
+	}
+	t.Logf("stopped in %v", took.Round(time.Millisecond))
+
+	d.args = []string{"--test-clock", "--auto-whitelist-clients", "0"}
+	d.start(t)
+	if !d.log.waitFor(fmt.Sprintf("msg=recovered component=store frames=%d", 2*n)) {
+		t.Errorf("the restart did not replay the %d frames:\n%s", 2*n, d.logText())
+	}
+	for i, k := range knownAfterRestart(t, d, n) {
+		if !k {
+			t.Errorf("acknowledged pass %d unknown after the bounded stop", i)
+		}
+	}
+	d.stop(t, 30*time.Second)
+}

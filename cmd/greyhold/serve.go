@@ -176,7 +176,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.Var(size{&c.httpMaxBody}, "http-max-body", "largest HTTP request body (answered 413 beyond)")
 	fs.Var(size{&c.httpBodyBudget}, "http-body-budget", "HTTP request bodies held at once, over all connections (answered 503 beyond; at least --http-max-body)")
 	fs.Var(duration{&c.drainDelay, time.Second}, "drain-delay", "on SIGTERM, answer /readyz with 503 this long before closing listeners")
-	fs.Var(duration{&c.shutdownTimeout, time.Second}, "shutdown-timeout", "on SIGTERM, wait at most this long for requests in flight")
+	fs.Var(duration{&c.shutdownTimeout, time.Second}, "shutdown-timeout", "on SIGTERM, stop within this: requests in flight, then the final snapshot, which is abandoned if not written by then (the log holds every change); the log's close gets 5s more")
 
 	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text (key=value) or json")
@@ -615,11 +615,57 @@ func serve(c *serveConfig, logger *slog.Logger) error {
 		// What it had not shipped stays in the log for the next start.
 		fleet.Close()
 	}
-	if err := st.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("closing the store: %w", err))
+	abandoned, err := closeStore(ctx, st, closeGrace)
+	if err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
-		logger.Info("stopped cleanly", "final_snapshot", "written")
+		final := "written"
+		if abandoned {
+			final = "abandoned"
+		}
+		logger.Info("stopped cleanly", "final_snapshot", final)
 	}
 	return errors.Join(errs...)
+}
+
+// storeCloser is what closeStore needs of the store.
+type storeCloser interface {
+	CloseContext(ctx context.Context) (abandoned bool, err error)
+}
+
+// closeGrace is how long the log's close may take past --shutdown-timeout:
+// its last flush and fsync, milliseconds on a disk that answers.
+const closeGrace = 5 * time.Second
+
+// closeStore closes st within ctx's deadline and grace more: a final
+// snapshot still unwritten at the deadline is abandoned (the log holds
+// every change), and a close that still does not return, a disk that does
+// not answer, is left behind, so that the stop is bounded whatever the
+// disk does.
+func closeStore(ctx context.Context, st storeCloser, grace time.Duration) (abandoned bool, err error) {
+	type result struct {
+		abandoned bool
+		err       error
+	}
+	done := make(chan result, 1)
+	go func() {
+		a, err := st.CloseContext(ctx)
+		done <- result{a, err}
+	}()
+	wait := grace
+	if deadline, ok := ctx.Deadline(); ok {
+		wait += time.Until(deadline)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return r.abandoned, fmt.Errorf("closing the store: %w", r.err)
+		}
+		return r.abandoned, nil
+	case <-t.C:
+		return true, fmt.Errorf("the store did not close within --shutdown-timeout and %v more (a disk that does not answer?): exiting without it; what the log wrote is with the kernel, and the next start replays it", grace)
+	}
 }
