@@ -6,6 +6,7 @@
 //	greyhold stats             print a running server's figures
 //	greyhold snapshot          make a running server write a snapshot
 //	greyhold inspect DIR       verify and summarise a data directory, offline
+//	greyhold loghash VALUE     the hash the log shows for a value, with --log-addresses=hash
 //	greyhold version           print the version
 package main
 
@@ -25,6 +26,7 @@ Commands:
   stats      print a running server's figures (HTTP API)
   snapshot   make a running server write a snapshot now (HTTP API)
   inspect    verify and summarise a data directory, offline
+  loghash    print the hash log lines show for a value under --log-addresses=hash
   version    print the version
 `
 
@@ -46,6 +48,8 @@ func main() {
 		code = runSnapshot(args)
 	case "inspect":
 		code = runInspect(args)
+	case "loghash":
+		code = runLoghash(args)
 	case "manpage":
 		code = runManpage(args)
 	case "version", "--version", "-version":
