@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -131,13 +132,43 @@ func TestShutdownWhileAccepting(t *testing.T) {
 }
 
 // A shutdown whose deadline has passed before it begins (a drain delay
-// that took the whole shutdown timeout) with no connection open has cut
-// none, and says nothing of connections still busy.
+// that took the whole shutdown timeout) closes idle connections, a
+// policy client's and an HTTP keep-alive, in their grace, and reports no
+// error: there was nothing busy to cut. With none open it says nothing of
+// connections either (20 rounds: the wait for them raced the deadline).
 func TestShutdownPastItsDeadline(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.LineListen = "" })
+	idle, err := net.Dial("tcp", ts.srv.Addr("policy").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	r := bufio.NewReader(idle)
+	ts.ask(idle, r, policy("192.0.2.10", "a@x.example", "r@example.test"))
+	keep, err := net.Dial("tcp", ts.srv.Addr("http").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keep.Close()
+	io.WriteString(keep, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(keep), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := ts.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown past its deadline with idle connections: %v", err)
+	}
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := idle.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("the idle policy connection is still open (%d, %v)", n, err)
+	}
+
 	for round := range 20 {
 		ts := startServer(t, func(c *Config) { c.HTTPListen = ""; c.LineListen = "" })
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
 		if err := ts.srv.Shutdown(ctx); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}

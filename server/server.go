@@ -545,9 +545,15 @@ func (s *Server) track(c net.Conn, add bool) {
 // once shutdown begins: long enough for one Postfix had already sent.
 const shutdownGrace = 250 * time.Millisecond
 
+// closeReserve is the least time connections get to close at shutdown,
+// past ctx's deadline if need be: the grace of an idle one, and fasthttp's
+// 100 ms look at its open connections, with room.
+const closeReserve = 2 * shutdownGrace
+
 // Shutdown stops accepting, lets requests already read finish and be
-// answered, closes every connection and waits, up to ctx's deadline. It
-// does not close the store.
+// answered, closes every connection and waits, up to ctx's deadline or,
+// when the drain took all of it, closeReserve past it. It does not close
+// the store.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.ready.Store(false)
 	if d := s.cfg.DrainDelay; d > 0 {
@@ -558,6 +564,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.stopping.Store(true)
+	// Connections get closeReserve to close even when the drain took the
+	// whole timeout: an idle one (Postfix's, a scraper's keep-alive) then
+	// closes in its grace instead of being cut and counted as busy.
+	closeCtx := ctx
+	if dl, ok := ctx.Deadline(); ctx.Err() != nil || ok && time.Until(dl) < closeReserve {
+		var cancel context.CancelFunc
+		closeCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), closeReserve)
+		defer cancel()
+	}
 	for _, l := range s.listeners {
 		l.Close()
 	}
@@ -572,7 +587,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.connMu.Unlock()
 	var errs []error
 	if s.http != nil {
-		if err := s.http.ShutdownWithContext(ctx); err != nil {
+		if err := s.http.ShutdownWithContext(closeCtx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w (raise --shutdown-timeout if requests are slow to finish)", err))
 		}
 	}
@@ -580,10 +595,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-ctx.Done():
-		// A deadline already past (a drain delay that took the whole
-		// shutdown timeout) finds ctx done before the wait above has
-		// seen the connections go: only those still open count.
+	case <-closeCtx.Done():
+		// The wait may lose the race to a deadline that passed as the last
+		// connection went: only those still open count.
 		s.connMu.Lock()
 		n := len(s.conns)
 		for c := range s.conns {
