@@ -22,6 +22,8 @@ const (
 	metaSeq      = "seq"
 	metaWALIndex = "wal-index"
 	metaCreated  = "created"
+	metaSecretID = "secret-id"
+	metaKeys     = "keys"
 )
 
 // uploads puts this node's snapshots in the object store, at most once per
@@ -81,6 +83,8 @@ func (n *Node) upload(ctx context.Context, info store.SnapshotInfo, seq uint64) 
 			metaSeq:      strconv.FormatUint(seq, 10),
 			metaWALIndex: strconv.FormatUint(info.WALIndex, 10),
 			metaCreated:  info.At.UTC().Format(time.RFC3339),
+			metaSecretID: fmt.Sprintf("%016x", n.id.SecretID),
+			metaKeys:     n.id.Keys,
 		},
 	}, f)
 	if err != nil {
