@@ -357,7 +357,7 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes) (De
 		return Decision{}, st.err
 	}
 	addr, network, buf, k := st.addr, st.network, st.keyBytes(), st.k
-	if rs := e.rules.Load(); (rs.n > 0 && e.match(rs, addr, req.ClientName, buf[st.senderAt:st.senderEnd], buf[st.senderEnd:])) ||
+	if rs := e.rules.Load(); (rs.n > 0 && e.match(rs, now, addr, req.ClientName, buf[st.senderAt:st.senderEnd], buf[st.senderEnd:])) ||
 		e.matchStatic(addr, req.ClientName, buf[st.senderEnd:]) {
 		s := e.shardOf(k)
 		s.mu.Lock()
@@ -483,13 +483,13 @@ func (e *Engine) decide(s *shard, now Time, k uint64, delay uint64, ch *Changes)
 	case live && en.passed():
 		d, _ = e.known(s, now, k, i, ch)
 		return d, false
-	case live:
+	case live && !en.tomb():
 		elapsed := uint64(0)
-		if now > en.first {
-			elapsed = uint64(now - en.first)
+		if now > en.born() {
+			elapsed = uint64(now - en.born())
 		}
 		if elapsed < delay {
-			if en.word < passedBit-1 {
+			if en.word < tombWord-1 {
 				s.t.slots[i].e.word++
 			}
 			s.stats.decisions[ReasonEarlyRetry]++
@@ -505,11 +505,12 @@ func (e *Engine) decide(s *shard, now Time, k uint64, delay uint64, ch *Changes)
 		s.stats.decisions[ReasonOverflow]++
 		return Decision{Verdict: Pass, Reason: ReasonOverflow, Key: k}, false
 	}
-	nen := entry{first: now}
+	nen := entry{first: e.p.birthAfter(now, en.first, live && en.tomb())}
 	s.put(k, en, exists, nen)
-	if !exists {
+	if !exists || en.tomb() {
 		// An expired entry overwritten in place is still filed in the wheel
-		// at a slot before its old deadline; that slot re-files it.
+		// at a slot before its old deadline; that slot re-files it. A
+		// tombstone's slot is a max age away: the new state is filed again.
 		s.w.file(k, e.p.deadline(nen))
 	}
 	ch.addTriplet(k, nen)
@@ -524,7 +525,7 @@ func (e *Engine) clientListed(now Time, ck uint64, ch *Changes) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.c[ck]
-	if !ok || c.count < e.p.awl || e.p.clientExpired(c, now) {
+	if !ok || !c.listed(e.p.awl) || e.p.clientExpired(c, now) {
 		return false
 	}
 	if uint64(now) >= uint64(c.last)+e.p.touch {
@@ -543,7 +544,7 @@ func (e *Engine) touchClient(now Time, ck uint64, ch *Changes) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.c[ck]
-	if !ok || e.p.clientExpired(c, now) || uint64(now) < uint64(c.last)+e.p.touch {
+	if !ok || c.tomb() || e.p.clientExpired(c, now) || uint64(now) < uint64(c.last)+e.p.touch {
 		return
 	}
 	c.last = now
@@ -559,10 +560,11 @@ func (e *Engine) countClientPass(now Time, ck uint64, ch *Changes) {
 	defer s.mu.Unlock()
 	c, ok := s.c[ck]
 	switch {
-	case !ok || e.p.clientExpired(c, now):
-		c = client{since: now, last: now, count: 1, counted: now}
+	case !ok || c.tomb() || e.p.clientExpired(c, now):
+		live := ok && c.tomb() && !e.p.clientExpired(c, now)
+		c = client{since: e.p.birthAfter(now, c.since, live), last: now, count: 1, counted: now}
 	case uint64(now) >= uint64(c.counted)+e.p.awlInterval:
-		c.count++
+		c.count = min(c.count+1, tombCount-1)
 		c.counted = now
 		c.last = max(c.last, now)
 	case uint64(now) >= uint64(c.last)+e.p.touch:
@@ -570,7 +572,7 @@ func (e *Engine) countClientPass(now Time, ck uint64, ch *Changes) {
 	default:
 		return
 	}
-	s.c[ck] = c
+	s.putClient(ck, c)
 	ch.addClient(ck, c)
 }
 
@@ -585,11 +587,11 @@ func (e *Engine) Apply(payload []byte) (int, error) {
 		}
 		n++
 		switch typ {
-		case recTriplet:
+		case recTriplet, recTripletReset:
 			e.applyTriplet(r.key, r.e)
-		case recClient:
+		case recClient, recClientReset:
 			e.applyClient(r.key, r.c)
-		case recRule:
+		case recRule, recRuleTTL:
 			e.applyRule(r.rule, r.rst)
 		default:
 			e.unknownRecords.Add(1)
@@ -629,7 +631,7 @@ func (e *Engine) applyClient(k uint64, in client) {
 	if cur, ok := s.c[k]; ok {
 		in = e.p.mergeClient(cur, in)
 	}
-	s.c[k] = in
+	s.putClient(k, in)
 	s.mu.Unlock()
 }
 
@@ -638,6 +640,7 @@ func (e *Engine) applyClient(k uint64, in client) {
 // for it: they treat an entry past its deadline as absent. It returns the
 // number of entries dropped.
 func (e *Engine) Expire(now Time) int {
+	e.expireRules(now)
 	n := 0
 	for i := range e.shards {
 		s := &e.shards[i]
@@ -650,7 +653,7 @@ func (e *Engine) Expire(now Time) int {
 
 // ExportShard appends shard i's triplets to the given slices, under the
 // shard's lock: a snapshot copies one shard at a time while checks go on in
-// the others.
+// the others. States of a reset generation are left to ExportResets.
 func (e *Engine) ExportShard(i int, keys []uint64, first, word []uint32) ([]uint64, []uint32, []uint32) {
 	s := &e.shards[i]
 	s.mu.Lock()
@@ -658,7 +661,7 @@ func (e *Engine) ExportShard(i int, keys []uint64, first, word []uint32) ([]uint
 	n := s.t.len()
 	keys, first, word = slices.Grow(keys, n), slices.Grow(first, n), slices.Grow(word, n)
 	for _, sl := range s.t.slots {
-		if sl.k != 0 {
+		if sl.k != 0 && (s.resets == 0 || !sl.e.reset()) {
 			keys = append(keys, sl.k)
 			first = append(first, uint32(sl.e.first))
 			word = append(word, sl.e.word)
@@ -667,12 +670,16 @@ func (e *Engine) ExportShard(i int, keys []uint64, first, word []uint32) ([]uint
 	return keys, first, word
 }
 
-// ExportClients appends shard i's client networks to the given slices.
+// ExportClients appends shard i's client networks to the given slices,
+// but those of a reset generation (ExportResets).
 func (e *Engine) ExportClients(i int, keys []uint64, cols [4][]uint32) ([]uint64, [4][]uint32) {
 	s := &e.shards[i]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, c := range s.c {
+		if s.clientResets > 0 && c.reset() {
+			continue
+		}
 		keys = append(keys, k)
 		cols[0] = append(cols[0], uint32(c.since))
 		cols[1] = append(cols[1], uint32(c.last))
@@ -727,12 +734,15 @@ type Stats struct {
 	Triplets  int // in memory, including expired ones the wheel has not dropped yet
 	Pending   int
 	Passed    int
+	Forgotten int // tombstones of forgotten triplets (ForgetTriplet)
 	Clients   int // client networks with a pass count
 	Listed    int // client networks auto-whitelisted now
-	Rules     int
-	Decisions [numReasons]uint64 // indexed by Reason
-	Evicted   uint64             // pending triplets dropped for room
-	Expired   uint64             // entries dropped by the wheel
+	// ForgottenClients counts tombstones of forgotten client networks.
+	ForgottenClients int
+	Rules            int
+	Decisions        [numReasons]uint64 // indexed by Reason
+	Evicted          uint64             // pending triplets dropped for room
+	Expired          uint64             // entries dropped by the wheel
 	// UnknownRecords counts records of types this version does not know,
 	// skipped during Apply.
 	UnknownRecords uint64
@@ -755,10 +765,16 @@ func (e *Engine) Stats() Stats {
 		st.Triplets += s.t.len()
 		st.Pending += s.pending
 		st.Passed += s.passed
-		st.Clients += len(s.c)
+		st.Forgotten += s.tombs
 		for _, c := range s.c {
-			if c.count >= e.p.awl && e.p.awl > 0 {
+			switch {
+			case c.tomb():
+				st.ForgottenClients++
+			case c.listed(e.p.awl):
 				st.Listed++
+				st.Clients++
+			default:
+				st.Clients++
 			}
 		}
 		for r, n := range s.stats.decisions {
@@ -817,19 +833,19 @@ func (e *Engine) Covers(payload []byte) (bool, error) {
 			return err
 		}
 		switch typ {
-		case recTriplet:
+		case recTriplet, recTripletReset:
 			s := e.shardOf(r.key)
 			s.mu.Lock()
 			cur, ok := s.t.get(r.key)
 			s.mu.Unlock()
 			covered = covered && ok && e.p.mergeEntry(cur, r.e) == cur
-		case recClient:
+		case recClient, recClientReset:
 			s := e.shardOf(r.key)
 			s.mu.Lock()
 			cur, ok := s.c[r.key]
 			s.mu.Unlock()
 			covered = covered && ok && e.p.mergeClient(cur, r.c) == cur
-		case recRule:
+		case recRule, recRuleTTL:
 			e.rulesMu.Lock()
 			cur, ok := e.ruleState[r.rule]
 			e.rulesMu.Unlock()
@@ -838,4 +854,34 @@ func (e *Engine) Covers(payload []byte) (bool, error) {
 		return nil
 	})
 	return covered, err
+}
+
+// ExportResets returns, as records, every triplet and client network state
+// of a reset generation (a release, a forget's tombstone, a state born
+// after one), which ExportShard and ExportClients leave out: a snapshot
+// carries them apart, as records Apply reads back, so that an older
+// version skips them as it skips their records in the log (record.go).
+// They are few: only an operator's releases and forgets make them.
+func (e *Engine) ExportResets() []byte {
+	var out []byte
+	for i := range e.shards {
+		s := &e.shards[i]
+		s.mu.Lock()
+		if s.resets > 0 {
+			for _, sl := range s.t.slots {
+				if sl.k != 0 && sl.e.reset() {
+					out = appendTripletRecord(out, sl.k, sl.e)
+				}
+			}
+		}
+		if s.clientResets > 0 {
+			for k, c := range s.c {
+				if c.reset() {
+					out = appendClientRecord(out, k, c)
+				}
+			}
+		}
+		s.mu.Unlock()
+	}
+	return out
 }

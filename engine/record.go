@@ -19,21 +19,36 @@ import (
 //	                counted u32                                   (24 bytes)
 //	type 3 rule     kind u8, form u8, present u8, stamp u64,
 //	                value (the rest; an address rule holds a keyed hash)
+//	type 4 triplet of a reset generation: type 1's body, first with its
+//	                top bit set (entry.go: a release, a forget's
+//	                tombstone, a state born after one)
+//	type 5 client of a reset generation: type 2's body, since with its
+//	                top bit set
+//	type 6 rule with a lifetime: kind u8, form u8, present u8, stamp u64,
+//	                expires u32, value
+//
+// Types 4 to 6 carry what an older version cannot read right: it skips
+// them (a forget or an expiring rule then does not reach it) rather than
+// read a marked time as one in 2088.
 //
 // Times are Time values (seconds since 2020-01-01). Keys are keyed xxhash64
 // values: no address is ever written. A record of an unknown type is skipped
 // and counted, so a newer version can add types that an older one ignores;
 // a body shorter than its type needs is an error (ErrBadRecord).
 const (
-	recTriplet byte = 1
-	recClient  byte = 2
-	recRule    byte = 3
+	recTriplet      byte = 1
+	recClient       byte = 2
+	recRule         byte = 3
+	recTripletReset byte = 4
+	recClientReset  byte = 5
+	recRuleTTL      byte = 6
 )
 
 const (
 	tripletBodyLen = 16
 	clientBodyLen  = 24
 	ruleBodyMin    = 11
+	ruleTTLBodyMin = 15
 	tripletRecLen  = 2 + tripletBodyLen
 	clientRecLen   = 2 + clientBodyLen
 )
@@ -42,14 +57,22 @@ const (
 var ErrBadRecord = errors.New("engine: malformed record")
 
 func appendTripletRecord(dst []byte, k uint64, e entry) []byte {
-	dst = append(dst, recTriplet, tripletBodyLen)
+	typ := recTriplet
+	if e.reset() {
+		typ = recTripletReset
+	}
+	dst = append(dst, typ, tripletBodyLen)
 	dst = binary.LittleEndian.AppendUint64(dst, k)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(e.first))
 	return binary.LittleEndian.AppendUint32(dst, e.word)
 }
 
 func appendClientRecord(dst []byte, k uint64, c client) []byte {
-	dst = append(dst, recClient, clientBodyLen)
+	typ := recClient
+	if c.reset() {
+		typ = recClientReset
+	}
+	dst = append(dst, typ, clientBodyLen)
 	dst = binary.LittleEndian.AppendUint64(dst, k)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(c.since))
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(c.last))
@@ -57,16 +80,22 @@ func appendClientRecord(dst []byte, k uint64, c client) []byte {
 	return binary.LittleEndian.AppendUint32(dst, uint32(c.counted))
 }
 
-func appendRuleRecord(dst []byte, id ruleID, present bool, stamp uint64) []byte {
-	body := ruleBodyMin + len(id.value)
-	dst = append(dst, recRule)
+func appendRuleRecord(dst []byte, id ruleID, st ruleState) []byte {
+	typ, body := recRule, ruleBodyMin+len(id.value)
+	if st.expires != 0 {
+		typ, body = recRuleTTL, ruleTTLBodyMin+len(id.value)
+	}
+	dst = append(dst, typ)
 	dst = binary.AppendUvarint(dst, uint64(body))
 	p := byte(0)
-	if present {
+	if st.present {
 		p = 1
 	}
 	dst = append(dst, byte(id.kind), byte(id.form), p)
-	dst = binary.LittleEndian.AppendUint64(dst, stamp)
+	dst = binary.LittleEndian.AppendUint64(dst, st.stamp)
+	if st.expires != 0 {
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(st.expires))
+	}
 	return append(dst, id.value...)
 }
 
@@ -106,11 +135,11 @@ func (c *Changes) addClient(k uint64, cl client) {
 func RecordSummary(payload []byte) (triplets, clients, rules, unknown int, err error) {
 	err = forEachRecord(payload, func(typ byte, body []byte) error {
 		switch typ {
-		case recTriplet:
+		case recTriplet, recTripletReset:
 			triplets++
-		case recClient:
+		case recClient, recClientReset:
 			clients++
-		case recRule:
+		case recRule, recRuleTTL:
 			rules++
 		default:
 			unknown++
@@ -135,13 +164,16 @@ type record struct {
 func decodeRecord(typ byte, body []byte) (record, error) {
 	r := record{typ: typ}
 	switch typ {
-	case recTriplet:
+	case recTriplet, recTripletReset:
 		if len(body) < tripletBodyLen {
 			return r, fmt.Errorf("%w: triplet body of %d bytes", ErrBadRecord, len(body))
 		}
 		r.key = binary.LittleEndian.Uint64(body)
 		r.e = entry{first: Time(binary.LittleEndian.Uint32(body[8:])), word: binary.LittleEndian.Uint32(body[12:])}
-	case recClient:
+		if r.e.reset() != (typ == recTripletReset) {
+			return r, fmt.Errorf("%w: triplet record of type %d with first-seen %#x", ErrBadRecord, typ, uint32(r.e.first))
+		}
+	case recClient, recClientReset:
 		if len(body) < clientBodyLen {
 			return r, fmt.Errorf("%w: client body of %d bytes", ErrBadRecord, len(body))
 		}
@@ -152,15 +184,28 @@ func decodeRecord(typ byte, body []byte) (record, error) {
 			count:   binary.LittleEndian.Uint32(body[16:]),
 			counted: Time(binary.LittleEndian.Uint32(body[20:])),
 		}
-	case recRule:
-		if len(body) < ruleBodyMin {
+		if r.c.reset() != (typ == recClientReset) {
+			return r, fmt.Errorf("%w: client record of type %d with since %#x", ErrBadRecord, typ, uint32(r.c.since))
+		}
+	case recRule, recRuleTTL:
+		min := ruleBodyMin
+		if typ == recRuleTTL {
+			min = ruleTTLBodyMin
+		}
+		if len(body) < min {
 			return r, fmt.Errorf("%w: rule body of %d bytes", ErrBadRecord, len(body))
 		}
-		r.rule = ruleID{kind: RuleKind(body[0]), form: ruleForm(body[1]), value: string(body[ruleBodyMin:])}
+		r.rule = ruleID{kind: RuleKind(body[0]), form: ruleForm(body[1]), value: string(body[min:])}
 		if r.rule.form == formAddrHash && len(r.rule.value) != 8 {
 			return r, fmt.Errorf("%w: address rule hash of %d bytes", ErrBadRecord, len(r.rule.value))
 		}
 		r.rst = ruleState{present: body[2] == 1, stamp: binary.LittleEndian.Uint64(body[3:])}
+		if typ == recRuleTTL {
+			r.rst.expires = Time(binary.LittleEndian.Uint32(body[11:]))
+			if r.rst.expires == 0 {
+				return r, fmt.Errorf("%w: rule with a lifetime that never ends", ErrBadRecord)
+			}
+		}
 	}
 	return r, nil
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -202,6 +203,14 @@ func (id ruleID) display() string {
 type ruleState struct {
 	present bool
 	stamp   uint64
+	// expires is the first second a rule with a lifetime no longer
+	// holds; 0 for a rule without one.
+	expires Time
+}
+
+// live reports whether a rule in this state holds at now.
+func (st ruleState) live(now Time) bool {
+	return st.present && (st.expires == 0 || now < st.expires)
 }
 
 // RuleInfo is a rule as listed.
@@ -209,12 +218,18 @@ type RuleInfo struct {
 	Kind  RuleKind
 	Value string // as written, except addresses, shown as address-hash:HEX
 	Added Time
+	// Expires is when a rule with a lifetime stops holding; 0 for one
+	// without.
+	Expires Time
 }
 
 // ruleSet is an immutable view of the live rules, swapped whole on every
 // change so checks read it without a lock.
 type ruleSet struct {
-	n          int
+	n int
+	// expires is the soonest end of a rule in the set that has a
+	// lifetime, 0 if none has: from then on the set is built again.
+	expires    Time
 	prefixes   map[netip.Prefix]struct{}
 	v4Bits     []int
 	v6Bits     []int
@@ -250,12 +265,18 @@ func (a *addrRules) add(id ruleID) {
 	}
 }
 
-func buildRuleSet(state map[ruleID]ruleState) *ruleSet {
+// buildRuleSet makes the set of the rules that hold at now (0: every
+// present rule, as after replay, which has no time; the first check
+// after a lifetime ends builds it again).
+func buildRuleSet(state map[ruleID]ruleState, now Time) *ruleSet {
 	rs := &ruleSet{}
 	v4, v6 := map[int]bool{}, map[int]bool{}
 	for id, st := range state {
-		if !st.present {
+		if !st.live(now) {
 			continue
+		}
+		if st.expires != 0 && (rs.expires == 0 || st.expires < rs.expires) {
+			rs.expires = st.expires
 		}
 		rs.n++
 		switch id.kind {
@@ -313,9 +334,26 @@ func (e *Engine) matchAddr(a *addrRules, k RuleKind, addr []byte) bool {
 	return a.domains != nil && whitelist.MatchDomain(a.domains, domain)
 }
 
+// liveRules returns the rule set in force at now, building it again when
+// a rule's lifetime has ended: once a lifetime, by the first check after
+// it.
+func (e *Engine) liveRules(rs *ruleSet, now Time) *ruleSet {
+	if rs.expires == 0 || now < rs.expires {
+		return rs
+	}
+	e.rulesMu.Lock()
+	defer e.rulesMu.Unlock()
+	if rs = e.rules.Load(); rs.expires != 0 && now >= rs.expires {
+		rs = buildRuleSet(e.ruleState, now)
+		e.rules.Store(rs)
+	}
+	return rs
+}
+
 // match reports whether a request is whitelisted. sender and recipient are
 // normalised.
-func (e *Engine) match(rs *ruleSet, client netip.Addr, name string, sender, recipient []byte) bool {
+func (e *Engine) match(rs *ruleSet, now Time, client netip.Addr, name string, sender, recipient []byte) bool {
+	rs = e.liveRules(rs, now)
 	if rs.prefixes != nil {
 		bitsList := rs.v6Bits
 		if client.Is4() {
@@ -344,15 +382,34 @@ func (e *Engine) match(rs *ruleSet, client netip.Addr, name string, sender, reci
 // record that makes the change durable; changed is false when the rule was
 // already in that state. The caller logs rec before acknowledging.
 func (e *Engine) SetRule(now Time, r Rule, present bool) (rec []byte, changed bool, err error) {
+	return e.SetRuleFor(now, r, present, 0)
+}
+
+// MaxRuleLifetime bounds a rule's lifetime (SetRuleFor).
+const MaxRuleLifetime = maxDuration
+
+// SetRuleFor is SetRule for a rule that holds for ttl from now and then
+// ends by itself (0: until removed). Adding a rule that holds already
+// sets its lifetime anew: from now, or none.
+func (e *Engine) SetRuleFor(now Time, r Rule, present bool, ttl time.Duration) (rec []byte, changed bool, err error) {
+	if ttl < 0 || ttl > MaxRuleLifetime || ttl%time.Second != 0 || (ttl > 0 && !present) {
+		return nil, false, fmt.Errorf("%w: a lifetime is whole seconds up to %v, for a rule being added", ErrBadRule, MaxRuleLifetime)
+	}
 	id, err := e.ruleID(r)
 	if err != nil {
 		return nil, false, err
 	}
+	var expires Time
+	if ttl > 0 {
+		expires = now + Time(ttl/time.Second)
+	}
 	e.rulesMu.Lock()
 	defer e.rulesMu.Unlock()
-	if cur, ok := e.ruleState[id]; ok && cur.present == present {
+	cur, ok := e.ruleState[id]
+	switch {
+	case !present && (!ok || !cur.live(now)):
 		return nil, false, nil
-	} else if !ok && !present {
+	case present && ok && cur.live(now) && cur.expires == expires:
 		return nil, false, nil
 	}
 	// Stamps order changes to one rule; seconds shifted left leave room for
@@ -360,23 +417,47 @@ func (e *Engine) SetRule(now Time, r Rule, present bool) (rec []byte, changed bo
 	// wall time.
 	stamp := max(uint64(now)<<20, e.lastStamp+1)
 	e.lastStamp = stamp
-	e.applyRuleLocked(id, ruleState{present: present, stamp: stamp})
-	return appendRuleRecord(nil, id, present, stamp), true, nil
+	st := ruleState{present: present, stamp: stamp, expires: expires}
+	e.ruleState[id] = st
+	e.rules.Store(buildRuleSet(e.ruleState, now))
+	return appendRuleRecord(nil, id, st), true, nil
 }
 
-// applyRuleLocked merges one rule state: the later stamp wins, and on a tie
-// removal wins, so every order of the same records ends alike.
+// ruleWins reports whether rule state a replaces b: the later stamp wins;
+// on a tie removal wins, then a rule without a lifetime, then the later
+// end, so every order of the same records ends alike.
+func ruleWins(a, b ruleState) bool {
+	if a.stamp != b.stamp {
+		return a.stamp > b.stamp
+	}
+	if a.present != b.present {
+		return !a.present
+	}
+	end := func(t Time) uint64 {
+		if t == 0 {
+			return 1 << 32
+		}
+		return uint64(t)
+	}
+	return end(a.expires) > end(b.expires)
+}
+
+// applyRuleLocked merges one rule state (ruleWins).
 func (e *Engine) applyRuleLocked(id ruleID, st ruleState) {
 	cur, ok := e.ruleState[id]
-	if ok && (cur.stamp > st.stamp || (cur.stamp == st.stamp && (!cur.present || st.present))) {
+	if ok && !ruleWins(st, cur) {
 		return
 	}
 	e.ruleState[id] = st
 	e.lastStamp = max(e.lastStamp, st.stamp)
-	if !ok || cur.present != st.present {
-		e.rules.Store(buildRuleSet(e.ruleState))
+	if !ok || cur.present != st.present || cur.expires != st.expires {
+		e.rules.Store(buildRuleSet(e.ruleState, 0))
 	}
 }
+
+// expireRules puts the rule set of now in force, without the rules whose
+// lifetime ended.
+func (e *Engine) expireRules(now Time) { e.liveRules(e.rules.Load(), now) }
 
 func (e *Engine) applyRule(id ruleID, st ruleState) {
 	e.rulesMu.Lock()
@@ -384,14 +465,18 @@ func (e *Engine) applyRule(id ruleID, st ruleState) {
 	e.rulesMu.Unlock()
 }
 
-// Rules lists the rules in force, sorted by kind and value.
-func (e *Engine) Rules() []RuleInfo {
+// Rules lists every rule added and not removed, sorted by kind and value,
+// those whose lifetime has ended included (RulesAt leaves them out).
+func (e *Engine) Rules() []RuleInfo { return e.RulesAt(0) }
+
+// RulesAt lists the rules in force at now, sorted by kind and value.
+func (e *Engine) RulesAt(now Time) []RuleInfo {
 	e.rulesMu.Lock()
 	defer e.rulesMu.Unlock()
 	var out []RuleInfo
 	for id, st := range e.ruleState {
-		if st.present {
-			out = append(out, RuleInfo{Kind: id.kind, Value: id.display(), Added: Time(st.stamp >> 20)})
+		if st.live(now) {
+			out = append(out, RuleInfo{Kind: id.kind, Value: id.display(), Added: Time(st.stamp >> 20), Expires: st.expires})
 		}
 	}
 	slices.SortFunc(out, func(a, b RuleInfo) int {
@@ -410,7 +495,7 @@ func (e *Engine) ExportRules() []byte {
 	defer e.rulesMu.Unlock()
 	var out []byte
 	for id, st := range e.ruleState {
-		out = appendRuleRecord(out, id, st.present, st.stamp)
+		out = appendRuleRecord(out, id, st)
 	}
 	return out
 }

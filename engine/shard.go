@@ -50,6 +50,11 @@ type shard struct {
 	c       map[uint64]client
 	pending int // entries in t by state, expired ones included
 	passed  int
+	tombs   int
+	// resets and clientResets count the states of a reset generation in
+	// t and c, which snapshots carry apart (Engine.ExportResets).
+	resets       int
+	clientResets int
 	// fullUntil stops eviction walks for a while after one found nothing to
 	// evict, so a shard full of passed triplets does not walk its wheel on
 	// every new triplet.
@@ -79,19 +84,49 @@ func (s *shard) put(k uint64, old entry, existed bool, en entry) {
 }
 
 func (s *shard) count(en entry) {
-	if en.passed() {
+	switch {
+	case en.passed():
 		s.passed++
-	} else {
+	case en.tomb():
+		s.tombs++
+	default:
 		s.pending++
+	}
+	if en.reset() {
+		s.resets++
 	}
 }
 
 func (s *shard) uncount(en entry) {
-	if en.passed() {
+	switch {
+	case en.passed():
 		s.passed--
-	} else {
+	case en.tomb():
+		s.tombs--
+	default:
 		s.pending--
 	}
+	if en.reset() {
+		s.resets--
+	}
+}
+
+// putClient stores a client network's state, counting reset ones.
+func (s *shard) putClient(k uint64, c client) {
+	if old, ok := s.c[k]; ok && old.reset() {
+		s.clientResets--
+	}
+	if c.reset() {
+		s.clientResets++
+	}
+	s.c[k] = c
+}
+
+func (s *shard) delClient(k uint64, c client) {
+	if c.reset() {
+		s.clientResets--
+	}
+	delete(s.c, k)
 }
 
 func (s *shard) del(k uint64, en entry) {
@@ -144,7 +179,7 @@ func (s *shard) advance(now Time, p *params) int {
 	}
 	for k, c := range s.c {
 		if p.clientExpired(c, now) {
-			delete(s.c, k)
+			s.delClient(k, c)
 		}
 	}
 	return n
@@ -180,6 +215,7 @@ const fullPause = 60
 // evicting the oldest pending triplets first. The wheel already orders them:
 // a pending triplet's deadline is its first-seen time plus the retry window,
 // so walking slots from the cursor meets the oldest first. Passed triplets
+// and tombstones (a forgotten triplet would come back with an old record)
 // are never evicted. Eviction takes 1/64 of the bound at once so the walk
 // runs once per that many new triplets, not for each. It reports whether
 // there is room.
@@ -212,7 +248,7 @@ func (s *shard) makeRoom(now Time, p *params, max int) bool {
 				s.del(k, en)
 				expired++
 				need--
-			case !en.passed():
+			case !en.passed() && !en.tomb():
 				s.del(k, en)
 				evicted++
 				need--

@@ -108,6 +108,11 @@ func (s *Store) snapshot(ctx context.Context) (SnapshotInfo, error) {
 	if err := w.WriteBlob(blobRules, s.eng.ExportRules()); err != nil {
 		return SnapshotInfo{}, err
 	}
+	if resets := s.eng.ExportResets(); len(resets) > 0 {
+		if err := w.WriteBlob(blobResets, resets); err != nil {
+			return SnapshotInfo{}, err
+		}
+	}
 	if state != nil {
 		if err := w.WriteBlob(blobState, state); err != nil {
 			return SnapshotInfo{}, err

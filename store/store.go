@@ -320,6 +320,10 @@ const (
 	tableClients  = 2
 	blobRules     = 3
 	blobState     = 4 // SetSnapshotState's blob, opaque here
+	// blobResets holds the states of reset generations as records
+	// (engine.ExportResets): an older version skips a blob it does not
+	// know, as it skips their records in the log.
+	blobResets = 5
 )
 
 // readSnapshotInto merges a snapshot file's rows and rules into eng and
@@ -341,7 +345,7 @@ func readSnapshotInto(eng *engine.Engine, path string) (snapshot.Info, []byte, e
 		},
 		Blob: func(id uint8, data []byte) error {
 			switch id {
-			case blobRules:
+			case blobRules, blobResets:
 				_, err := eng.Apply(data)
 				return err
 			case blobState:
@@ -575,19 +579,7 @@ func (s *Store) CheckBatch(now engine.Time, reqs []engine.Request, out []Result)
 // SetRule adds (present) or removes a whitelist rule, logged before it
 // returns. changed is false when the rule already was in that state.
 func (s *Store) SetRule(r engine.Rule, present bool) (changed bool, err error) {
-	now := s.clock.Now()
-	if err := s.checkClock(now, 1); err != nil {
-		return false, err
-	}
-	rec, changed, err := s.eng.SetRule(now, r, present)
-	if err != nil || !changed {
-		return changed, err
-	}
-	if err := s.wal.Append(rec, 1); err != nil {
-		s.notLogged.Add(1)
-		return true, fmt.Errorf("%w: %w", ErrNotLogged, err)
-	}
-	return true, nil
+	return s.SetRuleFor(r, present, 0)
 }
 
 // SetStaticWhitelist puts w in force as the static whitelist (the files
@@ -596,7 +588,7 @@ func (s *Store) SetRule(r engine.Rule, present bool) (changed bool, err error) {
 func (s *Store) SetStaticWhitelist(w *whitelist.Set) { s.eng.SetStatic(w) }
 
 // Rules lists the whitelist rules in force.
-func (s *Store) Rules() []engine.RuleInfo { return s.eng.Rules() }
+func (s *Store) Rules() []engine.RuleInfo { return s.eng.RulesAt(s.clock.Now()) }
 
 // Stats gathers the engine's, the log's and the store's own figures.
 type Stats struct {

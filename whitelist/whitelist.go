@@ -65,7 +65,19 @@ type Set struct {
 
 	names nameCache
 
+	// entries are every entry read, with where it came from, for
+	// Explain; checks never read them.
+	entries []Match
+
 	Files []File
+}
+
+// Match is one whitelist entry, as Explain reports it.
+type Match struct {
+	File  string // the path, or "builtin"
+	Kind  string // "clients" or "recipients"
+	Line  int
+	Entry string // as written
 }
 
 // File says what was read from one file.
@@ -211,6 +223,7 @@ func (b *builder) readClients(r io.Reader, name string) (File, error) {
 			b.set.clientDomains[d] = struct{}{}
 		}
 		info.Entries++
+		b.set.entries = append(b.set.entries, Match{File: name, Kind: "clients", Line: n, Entry: e})
 	})
 	return info, err
 }
@@ -266,6 +279,7 @@ func (b *builder) readRecipients(r io.Reader, name string) (File, error) {
 			}
 			b.rcptRes = append(b.rcptRes, re)
 			info.Entries++
+			b.set.entries = append(b.set.entries, Match{File: name, Kind: "recipients", Line: n, Entry: e})
 			return
 		}
 		e = strings.ToLower(e)
@@ -285,8 +299,34 @@ func (b *builder) readRecipients(r io.Reader, name string) (File, error) {
 			b.set.rcptDomains[strings.Trim(e, ".")] = struct{}{}
 		}
 		info.Entries++
+		b.set.entries = append(b.set.entries, Match{File: name, Kind: "recipients", Line: n, Entry: e})
 	})
 	return info, err
+}
+
+// Explain lists the entries that match a client (address and name, as
+// MatchClient takes them) and a recipient (as MatchRecipient takes it),
+// in the order they were read. It tries each entry alone, so it is slow
+// beside the Match functions: it is for an operator asking why.
+func (s *Set) Explain(addr netip.Addr, name string, rcpt []byte) []Match {
+	var out []Match
+	clients, rcpts := s.MatchClient(addr, name), len(rcpt) > 0 && s.MatchRecipient(rcpt)
+	for _, m := range s.entries {
+		one := newBuilder()
+		switch {
+		case m.Kind == "clients" && clients:
+			one.readClients(strings.NewReader(m.Entry), m.File)
+			if one.build().MatchClient(addr, name) {
+				out = append(out, m)
+			}
+		case m.Kind == "recipients" && rcpts:
+			one.readRecipients(strings.NewReader(m.Entry), m.File)
+			if one.build().MatchRecipient(rcpt) {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
 }
 
 // reList is a list's regular expressions: joined into one RE2 program, so
