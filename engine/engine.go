@@ -151,6 +151,10 @@ type Engine struct {
 	lastStamp uint64
 
 	unknownRecords atomic.Uint64
+
+	// top samples defers for TopDeferred (top.go); nil turns it off.
+	top    *topRing
+	topSum topSummary
 }
 
 // New returns an empty engine. secret keys the hash: at least 16 bytes, the
@@ -186,6 +190,7 @@ func New(opts Options, secret []byte) (*Engine, error) {
 	}
 	e.readNames = opts.Keys.Identity == IdentityName || opts.Select.NeedsNames()
 	e.names = &suffixCache{}
+	e.top = &topRing{}
 	return e, nil
 }
 
@@ -418,6 +423,9 @@ func (e *Engine) lookup(now Time, st *checkState, buf []byte, k uint64, network 
 	s.mu.Unlock()
 	if passed && e.p.awl > 0 {
 		e.countClientPass(now, ck, ch)
+	}
+	if d.Verdict == Defer && e.top != nil {
+		e.top.sampleDefer(now, st, buf)
 	}
 	return d, nil
 }

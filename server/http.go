@@ -85,6 +85,10 @@ func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx, metrics fasthttp.RequestHa
 		s.m.httpDur.observe(time.Since(start).Seconds(), 1)
 	case "/v1/stats":
 		if s.allow(ctx, method, "GET") {
+			if ctx.QueryArgs().Has("top") {
+				s.httpTop(ctx)
+				return
+			}
 			s.httpStats(ctx)
 		}
 	case "/v1/snapshot":
@@ -105,6 +109,29 @@ func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx, metrics fasthttp.RequestHa
 			}
 		}
 		s.httpWhitelist(ctx, method, body)
+	case "/v1/triplet", "/v1/triplet/pass":
+		allowed := []string{"GET", "DELETE"}
+		if path == "/v1/triplet/pass" {
+			allowed = []string{"POST"}
+		}
+		// The look-up too: it tells who mails whom.
+		if !s.allow(ctx, method, allowed...) || (method == "GET" && !s.authorized(ctx)) {
+			return
+		}
+		var body []byte
+		if method != "GET" {
+			var rb requestBody
+			defer rb.release()
+			var ok bool
+			if body, ok = s.readBody(ctx, &rb); !ok {
+				return
+			}
+		}
+		s.httpTriplet(ctx, path, method, body)
+	case "/v1/client":
+		if s.allow(ctx, method, "GET", "DELETE") && (method != "GET" || s.authorized(ctx)) {
+			s.httpClient(ctx, method)
+		}
 	case "/v1/whitelist/reload":
 		if s.allow(ctx, method, "POST") {
 			s.httpReload(ctx)
@@ -506,8 +533,8 @@ func (s *Server) httpStats(ctx *fasthttp.RequestCtx) {
 		decisions[r.String()] = e.Decided(r)
 	}
 	out := map[string]any{
-		"triplets":        map[string]int{"pending": e.Pending, "passed": e.Passed, "total": e.Triplets},
-		"clients":         map[string]int{"counted": e.Clients, "whitelisted": e.Listed},
+		"triplets":        map[string]int{"pending": e.Pending, "passed": e.Passed, "forgotten": e.Forgotten, "total": e.Triplets},
+		"clients":         map[string]int{"counted": e.Clients, "whitelisted": e.Listed, "forgotten": e.ForgottenClients},
 		"decisions":       decisions,
 		"evicted":         e.Evicted,
 		"expired":         e.Expired,
@@ -569,13 +596,28 @@ type ruleJSON struct {
 	Kind  string `json:"kind"`
 	Value string `json:"value"`
 	Added string `json:"added,omitempty"`
+	// TTL, when a rule is added, is its lifetime ("1h", "30m", "2d");
+	// a listing gives the end instead, and the seconds left.
+	TTL         string  `json:"ttl,omitempty"`
+	Expires     string  `json:"expires,omitempty"`
+	SecondsLeft *uint64 `json:"seconds_left,omitempty"`
+}
+
+func ruleInfoJSON(now engine.Time, r engine.RuleInfo) ruleJSON {
+	j := ruleJSON{Kind: r.Kind.String(), Value: r.Value, Added: rfc3339(r.Added)}
+	if r.Expires != 0 {
+		n := left(now, r.Expires)
+		j.Expires, j.SecondsLeft = rfc3339(r.Expires), &n
+	}
+	return j
 }
 
 func (s *Server) httpWhitelist(ctx *fasthttp.RequestCtx, method string, body []byte) {
 	if method == "GET" {
 		rules := []ruleJSON{}
+		now := s.st.Now()
 		for _, r := range s.st.Rules() {
-			rules = append(rules, ruleJSON{Kind: r.Kind.String(), Value: r.Value, Added: r.Added.Time().Format(time.RFC3339)})
+			rules = append(rules, ruleInfoJSON(now, r))
 		}
 		writeJSON(ctx, map[string]any{"rules": rules, "files": fileList(s.wl.Load())})
 		return
@@ -591,13 +633,29 @@ func (s *Server) httpWhitelist(ctx *fasthttp.RequestCtx, method string, body []b
 	} else {
 		in.Kind = string(ctx.QueryArgs().Peek("kind"))
 		in.Value = string(ctx.QueryArgs().Peek("value"))
+		in.TTL = string(ctx.QueryArgs().Peek("ttl"))
 	}
 	kind, err := engine.ParseRuleKind(in.Kind)
 	if err != nil {
 		jsonError(ctx, fasthttp.StatusBadRequest, err.Error(), "kind")
 		return
 	}
-	changed, err := s.st.SetRule(engine.Rule{Kind: kind, Value: in.Value}, method == "POST")
+	if in.Expires != "" || in.SecondsLeft != nil {
+		jsonError(ctx, fasthttp.StatusBadRequest, "a rule's end is set with ttl, its lifetime from now", "expires")
+		return
+	}
+	var ttl time.Duration
+	if in.TTL != "" {
+		if method != "POST" {
+			jsonError(ctx, fasthttp.StatusBadRequest, "ttl goes with adding a rule", "ttl")
+			return
+		}
+		if ttl, err = ParseTTL(in.TTL); err != nil {
+			jsonError(ctx, fasthttp.StatusBadRequest, err.Error(), "ttl")
+			return
+		}
+	}
+	changed, err := s.st.SetRuleFor(engine.Rule{Kind: kind, Value: in.Value}, method == "POST", ttl)
 	switch {
 	case errors.Is(err, engine.ErrBadRule):
 		jsonError(ctx, fasthttp.StatusBadRequest, err.Error(), "value")
@@ -611,10 +669,19 @@ func (s *Server) httpWhitelist(ctx *fasthttp.RequestCtx, method string, body []b
 	if method == "DELETE" {
 		verb = "removed"
 	}
-	if changed {
-		s.log.Info("whitelist rule "+verb, "kind", kind.String(), "value", s.shownRule(kind, in.Value), "peer", ctx.RemoteAddr().String())
+	out := map[string]any{"changed": changed, "kind": kind.String(), "value": in.Value}
+	if ttl > 0 {
+		end := s.st.Now() + engine.Time(ttl/time.Second)
+		out["expires"], out["seconds_left"] = rfc3339(end), uint64(ttl/time.Second)
 	}
-	writeJSON(ctx, map[string]any{"changed": changed, "kind": kind.String(), "value": in.Value})
+	if changed {
+		attrs := []any{"kind", kind.String(), "value", s.shownRule(kind, in.Value), "peer", ctx.RemoteAddr().String()}
+		if ttl > 0 {
+			attrs = append(attrs, "ttl", ttl.String(), "expires", out["expires"])
+		}
+		s.log.Info("whitelist rule "+verb, attrs...)
+	}
+	writeJSON(ctx, out)
 }
 
 func (s *Server) httpReload(ctx *fasthttp.RequestCtx) {
@@ -642,3 +709,22 @@ func fileList(w *whitelist.Set) []map[string]any {
 }
 
 func isBadRequest(err error) bool { return engine.BadRequestField(err) != "" }
+
+// ParseTTL reads a rule's lifetime: Go's durations ("90m", "1h30m") and
+// days ("2d"), whole seconds, above zero and at most
+// engine.MaxRuleLifetime.
+func ParseTTL(s string) (time.Duration, error) {
+	var d time.Duration
+	var err error
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		var days int64
+		days, err = strconv.ParseInt(n, 10, 32)
+		d = time.Duration(days) * 24 * time.Hour
+	} else {
+		d, err = time.ParseDuration(s)
+	}
+	if err != nil || d <= 0 || d%time.Second != 0 || d > engine.MaxRuleLifetime {
+		return 0, fmt.Errorf("ttl %q: want a lifetime in whole seconds such as 30m, 1h or 2d, at most %v", s, engine.MaxRuleLifetime)
+	}
+	return d, nil
+}

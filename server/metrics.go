@@ -21,6 +21,9 @@ type metrics struct {
 	// none rule, by its index.
 	ruleDecided [][2]prometheus.Counter
 	ruleNoted   []prometheus.Counter
+	// operator counts the changes made over the API to one triplet or
+	// client network (triplet.go), by kind.
+	operator *prometheus.CounterVec
 }
 
 func (m *metrics) countRule(d *engine.Decision) {
@@ -66,6 +69,10 @@ func newMetrics(s *Server, reg *prometheus.Registry) *metrics {
 			Name: "greyhold_errors_total",
 			Help: "Requests answered without greylisting: bad_request (no client address or recipient), not_logged (the log failed: fail open), clock (the clock is implausible: fail open), internal.",
 		}, []string{"kind"}),
+		operator: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "greyhold_operator_changes_total",
+			Help: "Changes an operator made over the API: pass (a triplet released), forget (a triplet forgotten), forget_client (a client network's auto-whitelist forgotten).",
+		}, []string{"change"}),
 		retryDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "greyhold_retry_delay_seconds",
 			Help:    "How long senders took to come back and pass after their first defer: tune --delay with it.",
@@ -81,6 +88,9 @@ func newMetrics(s *Server, reg *prometheus.Registry) *metrics {
 	}
 	for _, k := range []string{"bad_request", "not_logged", "clock", "internal"} {
 		m.errors.WithLabelValues(k)
+	}
+	for _, k := range []string{"pass", "forget", "forget_client"} {
+		m.operator.WithLabelValues(k)
 	}
 	ruleDecisions := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "greyhold_rule_decisions_total",
@@ -119,7 +129,7 @@ func newMetrics(s *Server, reg *prometheus.Registry) *metrics {
 		Help: "Bytes of HTTP request bodies being read or held now, against --http-body-budget.",
 	}, func() float64 { return float64(s.bodies.used.Load()) })
 	if reg != nil {
-		reg.MustRegister(dur, m.connsOpen, m.connsTotal, m.limitHits, m.errors, m.retryDelay, bodies, ruleDecisions, ruleMatches, shadow, &stateCollector{s: s})
+		reg.MustRegister(dur, m.connsOpen, m.connsTotal, m.limitHits, m.errors, m.retryDelay, m.operator, bodies, ruleDecisions, ruleMatches, shadow, &stateCollector{s: s})
 	}
 	return m
 }
@@ -131,7 +141,7 @@ type stateCollector struct{ s *Server }
 
 var (
 	descDecisions  = prometheus.NewDesc("greyhold_decisions_total", "Decisions by verdict and reason.", []string{"verdict", "reason"}, nil)
-	descEntries    = prometheus.NewDesc("greyhold_entries", "Triplets in memory by state (expired ones count until the wheel drops them).", []string{"state"}, nil)
+	descEntries    = prometheus.NewDesc("greyhold_entries", "Triplets in memory by state: pending, passed, and forgotten (tombstones of triplets an operator forgot); expired ones count until the wheel drops them.", []string{"state"}, nil)
 	descClients    = prometheus.NewDesc("greyhold_clients", "Client networks with passes counted, and those auto-whitelisted.", []string{"state"}, nil)
 	descRules      = prometheus.NewDesc("greyhold_whitelist_rules", "Whitelist rules in force, by source.", []string{"source"}, nil)
 	descEvicted    = prometheus.NewDesc("greyhold_evictions_total", "Pending triplets evicted to stay within --max-entries.", nil, nil)
@@ -165,6 +175,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(e.Pending), "pending")
 	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(e.Passed), "passed")
+	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(e.Forgotten), "forgotten")
 	ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, float64(e.Clients), "counted")
 	ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, float64(e.Listed), "whitelisted")
 	ch <- prometheus.MustNewConstMetric(descRules, prometheus.GaugeValue, float64(e.Rules), "runtime")

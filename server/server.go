@@ -93,6 +93,20 @@ type Checker interface {
 	// EngineOptions are the options the decisions are made with, the
 	// client identity and the selection rules among them.
 	EngineOptions() engine.Options
+
+	// One triplet and one client network, for an operator (triplet.go):
+	// Explain changes nothing; the others log their change before they
+	// return, as SetRule does.
+	Explain(req *engine.Request) (engine.Explanation, error)
+	ClientNetworkState(addr string) (engine.ClientState, error)
+	PassTriplet(req *engine.Request) (changed bool, err error)
+	ForgetTriplet(req *engine.Request) (had bool, err error)
+	ForgetClient(addr string) (had bool, network netip.Prefix, err error)
+	// SetRuleFor is SetRule for a rule that ends by itself ttl from now.
+	SetRuleFor(r engine.Rule, present bool, ttl time.Duration) (changed bool, err error)
+	// TopDeferred is the clients and sender domains deferred most in
+	// the last hour, n of each, estimated from a sample.
+	TopDeferred(n int) engine.Top
 }
 
 var _ Checker = (*store.Store)(nil)

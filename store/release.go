@@ -20,6 +20,10 @@ func (s *Store) ClientNetworkState(addr string) (engine.ClientState, error) {
 	return s.eng.ClientNetworkState(s.clock.Now(), addr)
 }
 
+// TopDeferred returns the n clients and sender domains deferred most in
+// the last hour, estimated from a sample (engine.Engine.TopDeferred).
+func (s *Store) TopDeferred(n int) engine.Top { return s.eng.TopDeferred(s.clock.Now(), n) }
+
 // logChange logs one change's record before the caller acknowledges it.
 func (s *Store) logChange(rec []byte) error {
 	if rec == nil {

@@ -463,6 +463,9 @@ func (s *Store) background(ctx context.Context) {
 				s.log.Debug("expired entries", "count", n)
 			}
 		case <-check.C:
+			// Often enough that the defers sampled for TopDeferred fit
+			// the engine's ring in between.
+			s.eng.DrainTop()
 			due := s.opts.SnapshotInterval > 0 && time.Since(lastSnap) >= s.opts.SnapshotInterval
 			grown := s.opts.SnapshotLogBytes > 0 && s.wal.Stats().PayloadBytes-s.snapBytes.Load() >= uint64(s.opts.SnapshotLogBytes)
 			if !due && !grown {

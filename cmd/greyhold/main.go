@@ -5,6 +5,11 @@
 //	greyhold check             ask a running server about one triplet
 //	greyhold stats             print a running server's figures
 //	greyhold snapshot          make a running server write a snapshot
+//	greyhold explain           what a running server holds for one triplet, and why
+//	greyhold pass, forget      release or forget one triplet
+//	greyhold forget-client     forget a client network's auto-whitelist
+//	greyhold whitelist         list, add (with a lifetime) or remove runtime whitelist rules
+//	greyhold top               the clients and sender domains deferred most in the last hour
 //	greyhold inspect DIR       verify and summarise a data directory, offline
 //	greyhold loghash VALUE     the hash the log shows for a value, with --log-addresses=hash
 //	greyhold version           print the version
@@ -25,6 +30,12 @@ Commands:
   check      ask a running server about one triplet; exit 0 = pass, 75 = defer
   stats      print a running server's figures (HTTP API)
   snapshot   make a running server write a snapshot now (HTTP API)
+  explain    tell what a running server holds for one triplet and why it defers it (HTTP API)
+  pass       release one triplet: it passes from now on (HTTP API)
+  forget     forget one triplet: its next attempt is new (HTTP API)
+  forget-client  forget a client network's auto-whitelist (HTTP API)
+  whitelist  list, add (optionally with --ttl) or remove runtime whitelist rules (HTTP API)
+  top        the client networks and sender domains deferred most in the last hour (HTTP API)
   inspect    verify and summarise a data directory, offline
   loghash    print the hash log lines show for a value under --log-addresses=hash
   version    print the version
@@ -46,6 +57,14 @@ func main() {
 		code = runStats(args)
 	case "snapshot":
 		code = runSnapshot(args)
+	case "explain", "pass", "forget":
+		code = runTripletCommand(os.Args[1], args)
+	case "forget-client":
+		code = runForgetClient(args)
+	case "whitelist":
+		code = runWhitelist(args)
+	case "top":
+		code = runTop(args)
 	case "inspect":
 		code = runInspect(args)
 	case "loghash":
