@@ -14,7 +14,7 @@ BENCHTIME   ?= 2s
 FUZZ_TARGETS = $(shell grep -o '^func Fuzz[A-Za-z0-9]*' */*_test.go | sed 's|/[^/]*:func |:|')
 
 .PHONY: all build install unit-check run test check fmt-check vet staticcheck unit bench bench-peers bench-day fuzz e2e e2e-postfix e2e-exim clean \
-	dashboard deploy-check deb deb-check
+	dashboard deploy-check deb deb-check import-check
 
 all: build
 
@@ -39,8 +39,8 @@ install: build
 # the race detector, the parsers' tests again without their assembly (purego,
 # the code other architectures run), vet for arm64, the systemd unit's
 # check, the dashboard's and alerting rules' check, and the Debian
-# package's.
-test: check unit unit-check deploy-check deb-check
+# package's, and the imports against the real postgrey and sqlgrey.
+test: check unit unit-check deploy-check deb-check import-check
 
 check: fmt-check vet staticcheck
 
@@ -88,6 +88,13 @@ deb:
 # missing).
 deb-check:
 	GO=$(GO) bash deploy/debian/check.sh
+
+# import-check runs traffic through Debian's postgrey and sqlgrey, imports
+# what they stored and holds greyhold's verdicts on a further trace to
+# theirs (importer/check.sh; it installs postgrey, db-util, sqlgrey and
+# faketime when missing, as root).
+import-check:
+	bash importer/check.sh
 
 # dashboard writes deploy/grafana/greyhold.json from deploy/dashboard's
 # table of panels; deploy-check fails while the committed file differs.

@@ -91,3 +91,20 @@ func (s *Store) SetRuleFor(r engine.Rule, present bool, ttl time.Duration) (chan
 	}
 	return true, s.logChange(rec)
 }
+
+// Import merges records made elsewhere (an import of another tool's
+// state: engine.ImportTripletRecord) into memory and logs them, in one
+// frame of n records, before it returns.
+func (s *Store) Import(payload []byte, n int) error {
+	if _, err := engine.CheckRecords(payload); err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	if _, err := s.eng.Apply(payload); err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	if err := s.wal.Append(payload, n); err != nil {
+		s.notLogged.Add(1)
+		return fmt.Errorf("%w: %w", ErrNotLogged, err)
+	}
+	return nil
+}

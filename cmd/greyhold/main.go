@@ -10,6 +10,7 @@
 //	greyhold forget-client     forget a client network's auto-whitelist
 //	greyhold whitelist         list, add (with a lifetime) or remove runtime whitelist rules
 //	greyhold top               the clients and sender domains deferred most in the last hour
+//	greyhold import            bring postgrey's or sqlgrey's state into a data directory, offline
 //	greyhold inspect DIR       verify and summarise a data directory, offline
 //	greyhold loghash VALUE     the hash the log shows for a value, with --log-addresses=hash
 //	greyhold version           print the version
@@ -38,6 +39,7 @@ Commands:
   top        the client networks and sender domains deferred most in the last hour (HTTP API)
   inspect    verify and summarise a data directory, offline
   loghash    print the hash log lines show for a value under --log-addresses=hash
+  import     bring postgrey's or sqlgrey's state into a data directory, offline
   version    print the version
 `
 
@@ -69,6 +71,8 @@ func main() {
 		code = runInspect(args)
 	case "loghash":
 		code = runLoghash(args)
+	case "import":
+		code = runImport(args)
 	case "manpage":
 		code = runManpage(args)
 	case "version", "--version", "-version":

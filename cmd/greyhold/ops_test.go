@@ -2,9 +2,13 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/greyhold/greyhold/store"
 )
 
 // TestOperatorCommands: explain, pass, forget, forget-client, whitelist
@@ -65,5 +69,31 @@ func TestOperatorCommands(t *testing.T) {
 	}
 	if _, code := runBin(t, bin, "explain", "--client", "192.0.2.1"); code != 2 {
 		t.Errorf("explain without a recipient: exit %d, want 2", code)
+	}
+}
+
+// TestImportCommand: greyhold import refuses a data directory a server
+// holds, and a source that is not there, before it makes anything.
+func TestImportCommand(t *testing.T) {
+	bin := greyholdBinary(t)
+	dir := t.TempDir()
+	st, err := store.Open(dir, store.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := t.TempDir()
+	os.WriteFile(filepath.Join(pg, "postgrey.db"), nil, 0o600)
+	out, code := runBin(t, bin, "import", "postgrey", pg, "--data-dir", dir)
+	if code != 1 || !strings.Contains(out, "data directory in use") || !strings.Contains(out, "stop it, import, then start it again") {
+		t.Errorf("import into a directory in use: exit %d\n%s", code, out)
+	}
+	st.Close()
+	fresh := filepath.Join(t.TempDir(), "new")
+	out, code = runBin(t, bin, "import", "postgrey", filepath.Join(pg, "nowhere"), "--data-dir", fresh)
+	if _, err := os.Stat(fresh); code != 1 || !strings.Contains(out, "postgrey's --dbdir") || err == nil {
+		t.Errorf("import of nothing: exit %d, %v\n%s", code, err, out)
+	}
+	if out, code := runBin(t, bin, "import", "bogofilter", pg); code != 2 || !strings.Contains(out, "want postgrey or sqlgrey") {
+		t.Errorf("unknown tool: exit %d\n%s", code, out)
 	}
 }
