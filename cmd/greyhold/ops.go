@@ -122,6 +122,16 @@ func runWhitelist(args []string) int {
 		return code
 	}
 	a := fs.Args()
+	// Flags after the words too: whitelist add sender example.com --ttl 1h.
+	for i, w := range a {
+		if strings.HasPrefix(w, "-") {
+			if err := fs.Parse(a[i:]); err != nil {
+				return 2
+			}
+			a = append(a[:i:i], fs.Args()...)
+			break
+		}
+	}
 	switch {
 	case len(a) == 1 && a[0] == "list":
 		return callAPI("GET", *addr, *token, "/v1/whitelist")

@@ -54,6 +54,9 @@ func TestOperatorCommands(t *testing.T) {
 	if out, code := runBin(t, bin, append(append([]string{"whitelist"}, api...), "--ttl", "1h", "add", "recipient", "waiting@example.test")...); code != 0 || !strings.Contains(out, `"seconds_left": 3600`) {
 		t.Errorf("whitelist add --ttl: %d %s", code, out)
 	}
+	if out, code := runBin(t, bin, append(append([]string{"whitelist"}, api...), "add", "recipient", "later@example.test", "--ttl", "2d")...); code != 0 || !strings.Contains(out, `"seconds_left": 172800`) {
+		t.Errorf("whitelist add ... --ttl: %d %s", code, out)
+	}
 	if out, code := runBin(t, bin, append(append([]string{"whitelist"}, api...), "list")...); code != 0 || !strings.Contains(out, `"expires"`) {
 		t.Errorf("whitelist list: %d %s", code, out)
 	}
