@@ -62,9 +62,15 @@
 //	POST   /v1/check             one check: JSON object in, decision out
 //	POST   /v1/check/batch       an array of checks in, an array out
 //	GET    /v1/stats             state, log and snapshot figures
+//	GET    /v1/stats?top=N       the clients and sender domains deferred most in the last hour
+//	GET    /v1/triplet?...       what is held for one triplet and why (triplet.go)
+//	POST   /v1/triplet/pass      release it: it passes from now on
+//	DELETE /v1/triplet           forget it: its next attempt is new
+//	GET    /v1/client?ip=        a client network's auto-whitelist state
+//	DELETE /v1/client?ip=        forget it
 //	POST   /v1/snapshot          write a snapshot now
 //	GET    /v1/whitelist         rules in force
-//	POST   /v1/whitelist         add a rule {"kind": ..., "value": ...}
+//	POST   /v1/whitelist         add a rule {"kind": ..., "value": ..., "ttl": "1h"}
 //	DELETE /v1/whitelist         remove one (same body, or ?kind=&value=)
 //	POST   /v1/whitelist/reload  read the whitelist files again
 //	GET    /healthz              200 while the process runs
@@ -82,7 +88,8 @@
 // "recipient"}, with status 400 for a bad request, 404, 405 (with Allow)
 // and 500. With Config.AdminToken set, every request that is not a GET
 // needs "Authorization: Bearer <token>" (checks too: a check changes
-// state), and /debug/pprof/ even to read; without it the API only binds
+// state), GET /v1/triplet and GET /v1/client (their answers tell who
+// mails whom), and /debug/pprof/ even to read; without it the API only binds
 // loopback. Bodies are read by the handlers and only for requests whose
 // headers pass (httpbody.go): 401 for a missing or wrong token and 413
 // for a Content-Length over Config.HTTPMaxBody come before the body is
