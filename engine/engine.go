@@ -613,17 +613,19 @@ func (e *Engine) Apply(payload []byte) (int, error) {
 // bound as a check's would be: the shard makes room by evicting its oldest
 // pending triplets, and if it cannot, a pending record is dropped (counted
 // as an eviction: its sender is deferred again, as after one). A passed
-// triplet is never dropped. Without this, a flood of new triplets on one
+// triplet, or a forget's tombstone, is never dropped. Without this, a flood of new triplets on one
 // MX host would fill every other host's memory through replication.
 func (e *Engine) applyTriplet(k uint64, in entry) {
 	s := e.shardOf(k)
 	s.mu.Lock()
 	if e.maxPerShard > 0 && s.t.len() >= e.maxPerShard && s.t.find(k) < 0 {
-		now := in.first
+		now := in.born()
 		if in.passed() {
 			now = max(now, in.last())
 		}
-		if !s.makeRoom(now, &e.p, e.maxPerShard) && !in.passed() {
+		// A forget's tombstone is kept like a pass: dropping it would
+		// bring back what it forgot.
+		if !s.makeRoom(now, &e.p, e.maxPerShard) && !in.passed() && !in.tomb() {
 			s.stats.evicted++
 			s.mu.Unlock()
 			return
