@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -408,8 +409,8 @@ func TestOtherSecretRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = n.Start(context.Background())
-	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "secret differs") {
-		t.Fatalf("Start with another secret = %v, want ErrRefused naming the secret", err)
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "secret differs") || !strings.Contains(err.Error(), "new, empty data directory") {
+		t.Fatalf("Start with another secret = %v, want ErrRefused naming the secret and the way to join", err)
 	}
 }
 
@@ -527,5 +528,56 @@ func TestBacklogBound(t *testing.T) {
 	a.hears(ctx, b)
 	for i := range 600 {
 		b.expect(t0+300, triplet(i), engine.Pass, engine.ReasonPassed)
+	}
+}
+
+// syncBuffer is a log's output, written from the node's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestStreamKeptBriefly: a stream made with a maximum age under two
+// minutes, the dedup window's default, is made (JetStream refuses a
+// window longer than the age) with a window of that age.
+func TestStreamKeptBriefly(t *testing.T) {
+	ns := startNATS(t)
+	ctx := guard(t)
+	a := newNode(t, ns.url, "mx1", "", "", func(o *Options) { o.MaxAge = 30 * time.Second })
+	info, err := a.n.str.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxAge != 30*time.Second || info.Config.Duplicates != 30*time.Second {
+		t.Fatalf("stream made with max age %v and duplicates window %v, want 30s for both", info.Config.MaxAge, info.Config.Duplicates)
+	}
+	b := newNode(t, ns.url, "mx2", "", a.dir, nil)
+	a.expect(t0, triplet(1), engine.Defer, engine.ReasonNew)
+	a.hears(ctx, b)
+	b.expect(t0+300, triplet(1), engine.Pass, engine.ReasonPassed)
+}
+
+// TestCloseIsNoOutage: a node that is stopped does not log that it lost
+// NATS and serves alone, which a stop's own disconnect would otherwise
+// say as its last words.
+func TestCloseIsNoOutage(t *testing.T) {
+	ns := startNATS(t)
+	var out syncBuffer
+	a := newNode(t, ns.url, "mx1", "", "", func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&out, nil)) })
+	a.close()
+	if log := out.String(); !strings.Contains(log, "connected to NATS") || strings.Contains(log, "disconnected") {
+		t.Fatalf("the node's log over a start and a stop:\n%s", log)
 	}
 }

@@ -153,11 +153,15 @@ func parseState(b []byte, stream string) (uint64, bool) {
 
 // Start connects to NATS and waits up to Options.ConnectWait for it. If
 // it comes, the node checks that it belongs to the fleet (ErrRefused if
-// not), makes the stream and buckets if missing, merges the newest fleet
-// snapshot if it has nothing the stream still holds, and starts shipping
-// and applying. If NATS does not come in time the node serves alone and
-// does all that once it connects. Start returns once that is settled; the
-// node reports Ready once it has caught up with the stream.
+// not), makes the stream and buckets if missing, and starts shipping and
+// applying. If NATS does not come in time the node serves alone and does
+// all that once it connects. Start returns once that is settled. The
+// catch-up comes after, in the background: merging the newest fleet
+// snapshot if the stream no longer holds what the node needs (a new node,
+// or one away for longer than the stream keeps), then applying the stream;
+// the node reports Ready once it has caught up. So the server listens,
+// answers /readyz with 503 and shows its metrics meanwhile, however long a
+// big snapshot takes to come.
 func (n *Node) Start(ctx context.Context) error {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.pin = n.st.HoldLog(n.st.Stats().WAL.FirstIndex)
@@ -241,6 +245,9 @@ func (n *Node) connect() (*nats.Conn, error) {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			n.connected.Store(false)
 			n.progressed()
+			if n.ctx.Err() != nil {
+				return // Close's own: the node is stopping, not serving alone
+			}
 			n.log.Warn("disconnected from NATS: serving alone until it is back", "err", err,
 				"hint", "the log keeps every change; the fleet converges once NATS returns")
 		}),
@@ -369,6 +376,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// setupWait bounds setup: a NATS cluster electing its JetStream leader
+// takes seconds, and the node serves alone meanwhile.
+const setupWait = time.Minute
+
 // identity is the fleet's record in the KV bucket.
 type identity struct {
 	SecretID string    `json:"secret_id"`
@@ -377,12 +388,12 @@ type identity struct {
 	At       time.Time `json:"recorded_at"`
 }
 
-// setup checks the fleet's identity, makes what is missing (stream,
-// buckets) and, if the stream no longer holds what this node needs,
-// merges the newest fleet snapshot.
+// setup checks the fleet's identity and makes what is missing (stream,
+// buckets): requests of a few milliseconds each, bounded by setupWait.
+// Merging a fleet snapshot, which may take minutes, is left to the
+// consumer (catchUpStart), so that neither a start nor a stop waits for it.
 func (n *Node) setup(ctx context.Context) error {
-	// Long enough to download and merge a big fleet snapshot.
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, setupWait)
 	defer cancel()
 	if err := n.checkIdentity(ctx); err != nil {
 		if errors.Is(err, ErrRefused) {
@@ -403,7 +414,9 @@ func (n *Node) setup(ctx context.Context) error {
 			MaxBytes:    n.opts.MaxBytes,
 			Discard:     jetstream.DiscardOld,
 			Compression: jetstream.S2Compression,
-			Duplicates:  2 * time.Minute,
+			// JetStream refuses a window longer than the stream keeps
+			// messages.
+			Duplicates:  min(2*time.Minute, n.opts.MaxAge),
 			AllowDirect: true,
 		})
 		if err == nil {
@@ -436,9 +449,6 @@ func (n *Node) setup(ctx context.Context) error {
 		return fmt.Errorf("cluster: object store %s: %w", bucket, err)
 	}
 	n.obs = obs
-	if err := n.catchUpStart(ctx); err != nil {
-		return err
-	}
 	n.setUp.Store(true)
 	n.broken.Store(false)
 	return nil
@@ -482,9 +492,9 @@ func (n *Node) checkIdentity(ctx context.Context) error {
 	sameKeys := fleetKeys(fleet.Keys) == fleetKeys(mine.Keys)
 	switch {
 	case fleet.SecretID != mine.SecretID && !sameKeys:
-		return fmt.Errorf("%w: both the secret (id %s, the fleet's %s) and the key options (%q, the fleet's %q) differ", ErrRefused, mine.SecretID, fleet.SecretID, mine.Keys, fleet.Keys)
+		return fmt.Errorf("%w: both the secret (id %s, the fleet's %s) and the key options (%q, the fleet's %q) differ: start the node on a new, empty data directory with the fleet's secret and key options", ErrRefused, mine.SecretID, fleet.SecretID, mine.Keys, fleet.Keys)
 	case fleet.SecretID != mine.SecretID:
-		return fmt.Errorf("%w: the secret differs: id %s, the fleet's %s (recorded by %s): copy the fleet's secret file to this node, or point --secret-file at it", ErrRefused, mine.SecretID, fleet.SecretID, fleet.By)
+		return fmt.Errorf("%w: the secret differs: id %s, the fleet's %s (recorded by %s): this data directory's state is keyed by its own secret and cannot join; start the node on a new, empty data directory with the fleet's secret (--secret-file, or the fleet's secret file copied into it as secret)", ErrRefused, mine.SecretID, fleet.SecretID, fleet.By)
 	case !sameKeys:
 		return fmt.Errorf("%w: the key options differ: %q, the fleet's %q (recorded by %s): start this node with the fleet's prefix lengths, normalisation and identity mode", ErrRefused, mine.Keys, fleet.Keys, fleet.By)
 	case fleet.Keys != mine.Keys:

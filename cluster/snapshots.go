@@ -184,12 +184,19 @@ func (n *Node) fetchAndImport(ctx context.Context, info *jetstream.ObjectInfo) (
 	return n.st.ImportSnapshot(path)
 }
 
+// bootstrapWait bounds a bootstrap: long enough to download and merge a
+// big fleet snapshot over a slow link (a 10M-triplet fleet's is merged in
+// about 2 s on loopback), short enough that a stalled download is retried.
+const bootstrapWait = 10 * time.Minute
+
 // bootstrap merges the newest snapshot of the fleet, because the stream no
 // longer holds what this node needs from sequence need on. Afterwards the
 // node applies from the position that snapshot covers (or from need, if
 // the snapshot is older; what lies between is lost to this node, and said
 // so).
 func (n *Node) bootstrap(ctx context.Context, reason string, need uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, bootstrapWait)
+	defer cancel()
 	n.m.bootstrapped()
 	n.bootstraps.Add(1)
 	objs, err := n.obs.List(ctx)

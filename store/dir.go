@@ -162,8 +162,8 @@ type meta struct {
 	Created  time.Time `json:"created"`
 }
 
-// checkMeta compares the directory's recorded key options and secret with
-// ours, or records them on first use, and returns the key options to run
+// checkMeta compares the directory's recorded key options and secret (read
+// from secretPath) with ours, or records them on first use, and returns the key options to run
 // with; existed says the file was there. A client identity left to
 // IdentityAuto takes the one the directory was written with (network for
 // one written before identities existed); with no greyhold.json it is
@@ -174,7 +174,7 @@ type meta struct {
 // suffix list (an upgrade brought a newer one) is taken on with a warning
 // and the list recorded anew: only the names whose registrable domain
 // moved key otherwise, and their senders wait out one more delay.
-func checkMeta(dir string, want engine.KeyOptions, sid uint64, fresh bool, log *slog.Logger) (engine.KeyOptions, bool, error) {
+func checkMeta(dir, secretPath string, want engine.KeyOptions, sid uint64, fresh bool, log *slog.Logger) (engine.KeyOptions, bool, error) {
 	path := filepath.Join(dir, metaName)
 	rec := meta{Format: formatVersion, SecretID: fmt.Sprintf("%016x", sid)}
 	b, err := os.ReadFile(path)
@@ -200,8 +200,8 @@ func checkMeta(dir string, want engine.KeyOptions, sid uint64, fresh bool, log *
 		return want, true, fmt.Errorf("%w: %s has format %d, this version reads %d", ErrIncompatible, path, have.Format, formatVersion)
 	}
 	if have.SecretID != rec.SecretID {
-		return want, true, fmt.Errorf("%w: the secret in %s (id %s) is not the one the state was written with (id %s); restore the original secret file",
-			ErrIncompatible, dir, rec.SecretID, have.SecretID)
+		return want, true, fmt.Errorf("%w: the secret of %s (id %s) is not the one the state in %s was written with (id %s); restore that secret, or, to start anew with this one (a node joining the fleet whose secret it is), give a new, empty --data-dir",
+			ErrIncompatible, secretPath, rec.SecretID, dir, have.SecretID)
 	}
 	recorded, err := engine.ParseKeyOptions(have.Keys)
 	if err != nil {

@@ -227,7 +227,9 @@ func (s *Store) open() error {
 	}
 	var secret []byte
 	var created bool
+	secretPath := filepath.Join(s.dir, secretName)
 	if s.opts.SecretFile != "" {
+		secretPath = s.opts.SecretFile
 		secret, _, err = readSecret(s.opts.SecretFile, existed, false)
 	} else {
 		secret, created, err = loadSecret(s.dir, existed)
@@ -240,7 +242,7 @@ func (s *Store) open() error {
 		s.log.Info("made a new hash secret; copy it to every MX host that is to share this state", "path", filepath.Join(s.dir, secretName))
 	}
 	s.secretID = secretID(secret)
-	keys, metaExisted, err := checkMeta(s.dir, s.opts.Engine.Keys, s.secretID, existed == "", s.log)
+	keys, metaExisted, err := checkMeta(s.dir, secretPath, s.opts.Engine.Keys, s.secretID, existed == "", s.log)
 	if err != nil {
 		return err
 	}
