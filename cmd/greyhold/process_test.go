@@ -77,6 +77,7 @@ func freePort(t *testing.T) string {
 type daemon struct {
 	dir    string    // the data directory
 	args   []string  // serve's arguments, after the harness's own
+	env    []string  // GREYHOLD_ settings, added to the test's environment
 	wrap   []string  // a command to run the binary under (ulimitWrap)
 	stderr io.Writer // where stderr goes; nil: log
 	log    *lockedBuffer
@@ -101,6 +102,13 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 func (d *daemon) start(t *testing.T) {
 	t.Helper()
 	d.launch(t)
+	d.waitReady(t)
+}
+
+// waitReady waits until /readyz answers 200, failing the test if the
+// process exits first or 20 s pass.
+func (d *daemon) waitReady(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err := http.Get("http://" + d.httpAd + "/readyz")
@@ -134,6 +142,9 @@ func (d *daemon) launch(t *testing.T) {
 	argv = append(argv, append([]string{"serve", "--data-dir", d.dir, "--policy-listen", d.policy,
 		"--http-listen", d.httpAd, "--line-listen", "", "--log-decisions", "off"}, d.args...)...)
 	cmd := exec.Command(argv[0], argv[1:]...)
+	if d.env != nil {
+		cmd.Env = append(os.Environ(), d.env...)
+	}
 	cmd.Stderr = d.stderr
 	if d.stderr == nil {
 		cmd.Stderr = d.log
