@@ -9,7 +9,10 @@
 # again, pass after the delay with X-Greylist, known triplets, the /24
 # neighbour, new senders, IPv6 clients, a restart on the same data directory,
 # a pool and a dynamic-name client each retrying from another /24 (who the
-# client is), and Postfix's own 451 4.3.5 when greyhold is down. Every step prints a
+# client is), Postfix's own 451 4.3.5 when greyhold is down, and two MX
+# listeners each asking a node of one fleet (two greyholds joined through a
+# real nats-server): a retry through the second passes after a first
+# attempt through the first. Every step prints a
 # PASS or FAIL line; the first failure prints the SMTP transcript and the
 # Postfix and greyhold logs and exits nonzero. Everything started here is
 # stopped, by PID, and the temporary directory removed, on success and on
@@ -68,6 +71,14 @@ DYN_RETRY=198.51.100.56
 DYN_RETRY_NAME=dyn-198-51-100-56.isp.example.net
 DYN_SENDER=grace@example.net
 
+# Step 12: the fleet. Two MX listeners, each asking a greyhold node of its
+# own; the nodes share their state through a nats-server.
+FLEET_CLIENT=203.0.113.80
+FLEET_CLIENT_NAME=mta.example.org
+FLEET_SENDER=heidi@example.org
+NATS_PID=""
+FLEET_PIDS=()
+
 TMP=""
 PF_STARTED=0
 POLICY_RC_CREATED=0
@@ -82,6 +93,12 @@ dump_logs() {
 	tail -n 80 "$TMP/log/maillog" 2>/dev/null || echo "(none)"
 	echo "---- greyhold log ($TMP/greyhold.log, last 80 lines) ----"
 	tail -n 80 "$TMP/greyhold.log" 2>/dev/null || echo "(none)"
+	local f
+	for f in "$TMP"/fleet-mx*.log "$TMP/nats-server.log"; do
+		[[ -f $f ]] || continue
+		echo "---- $(basename "$f") (last 40 lines) ----"
+		tail -n 40 "$f"
+	done
 }
 
 stop_postfix() {
@@ -103,8 +120,34 @@ stop_postfix() {
 	done
 }
 
+# stop_fleet stops step 12's greyhold nodes (each must exit 0 on SIGTERM)
+# and then its nats-server, by PID; it fails if a node did not stop
+# cleanly.
+stop_fleet() {
+	local p rc=0 st
+	for p in "${FLEET_PIDS[@]}"; do
+		kill -TERM "$p" 2>/dev/null || continue
+		if ! wait_gone "$p" 20000; then
+			kill -KILL "$p" 2>/dev/null || true
+			rc=1
+		fi
+		st=0
+		wait "$p" 2>/dev/null || st=$?
+		((st == 0)) || rc=1
+	done
+	FLEET_PIDS=()
+	if [[ -n $NATS_PID ]]; then
+		kill -TERM "$NATS_PID" 2>/dev/null || true
+		wait_gone "$NATS_PID" 20000 || kill -KILL "$NATS_PID" 2>/dev/null || true
+		wait "$NATS_PID" 2>/dev/null || true
+		NATS_PID=""
+	fi
+	return "$rc"
+}
+
 # stop_mta: e2e_cleanup's hook (e2e/lib.sh).
 stop_mta() {
+	stop_fleet || true
 	stop_postfix
 	if ((POLICY_RC_CREATED)); then
 		rm -f /usr/sbin/policy-rc.d
@@ -176,6 +219,9 @@ setup_postfix() {
 	local listeners="127.0.0.1:$SMTP_PORT inet n - n - - smtpd"
 	# Step 10's listener asks greyhold over its unix socket instead.
 	listeners+=$'\n'"127.0.0.1:$SOCK_SMTP_PORT inet n - n - - smtpd -o smtpd_recipient_restrictions=\$greyhold_socket_restrictions"
+	# Step 12's two MX hosts, each asking its own node of the fleet.
+	listeners+=$'\n'"127.0.0.1:$MX1_SMTP_PORT inet n - n - - smtpd -o smtpd_recipient_restrictions=\$greyhold_mx1_restrictions"
+	listeners+=$'\n'"127.0.0.1:$MX2_SMTP_PORT inet n - n - - smtpd -o smtpd_recipient_restrictions=\$greyhold_mx2_restrictions"
 	if ((HAVE_V6)); then
 		listeners+=$'\n'"[::1]:$SMTP_PORT inet n - n - - smtpd"
 	fi
@@ -211,6 +257,13 @@ smtpd_policy_service_default_action = 451 4.3.5 Server configuration problem
 greyhold_socket_restrictions =
     reject_unauth_destination,
     check_policy_service unix:greyhold/policy
+# Step 12: the fleet's two nodes, one for each MX listener.
+greyhold_mx1_restrictions =
+    reject_unauth_destination,
+    check_policy_service inet:127.0.0.1:$MX1_POLICY_PORT
+greyhold_mx2_restrictions =
+    reject_unauth_destination,
+    check_policy_service inet:127.0.0.1:$MX2_POLICY_PORT
 smtpd_policy_service_timeout = 20s
 # Delivery of the test domain into a Maildir in the temporary directory.
 virtual_mailbox_domains = $DOMAIN
@@ -311,9 +364,12 @@ DEFER_WANT="450 4.7.1 ... Greylisted, please retry in <t>"
 
 # logged PATTERN: whether greyhold's log has a line matching PATTERN, waiting
 # up to 10 s for its log writer, which writes behind the answers.
-logged() {
+logged() { logged_in "$TMP/greyhold.log" "$1"; }
+
+# logged_in FILE PATTERN: logged, in another greyhold's log.
+logged_in() {
 	local deadline=$(($(now_ms) + 10000))
-	until grep -q "$1" "$TMP/greyhold.log"; do
+	until grep -q "$2" "$1"; do
 		(($(now_ms) < deadline)) || return 1
 		sleep 0.1
 	done
@@ -331,6 +387,61 @@ delivered() {
 	done
 }
 
+# ---------------------------------------------------------------------------
+# The fleet (step 12).
+
+# get_on PORT PATH: an HTTP GET of 127.0.0.1:PORT, headers and body.
+# shellcheck disable=SC2016 # the inner script takes its arguments as $1, $2
+get_on() {
+	timeout 5 bash -c '
+		exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+		printf "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" "$2" >&3
+		cat <&3' _ "$1" "$2" 2>/dev/null
+}
+
+# wait_200 PORT PATH MS PID: waits up to MS milliseconds for PATH on PORT
+# to answer 200, failing at once if PID exits.
+wait_200() {
+	local deadline=$(($(now_ms) + $3)) status
+	while :; do
+		proc_alive "$4" || return 1
+		status=$(get_on "$1" "$2" | head -n 1 | tr -d '\r' || true)
+		[[ $status == "HTTP/1."?" 200"* ]] && return 0
+		(($(now_ms) < deadline)) || return 1
+		sleep 0.1
+	done
+}
+
+# fleet_stat PORT FIELD: a number of the fleet section of /v1/stats.
+fleet_stat() {
+	get_on "$1" /v1/stats | tr -d '\r' | sed -n '/^{/,$p' | tr -d '\n' |
+		grep -o "\"fleet\":{.*" | grep -o "\"$2\":[0-9]*" | head -n 1 | cut -d: -f2
+}
+
+# start_nats: a nats-server with JetStream on loopback, the one
+# e2e/nats-server.sh builds (cached between runs); sets NATS_PID.
+start_nats() {
+	local bin
+	bin=${GREYHOLD_NATS_SERVER:-$(bash "$ROOT/e2e/nats-server.sh")} || return 1
+	"$bin" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$TMP/nats" -m "$NATS_MON_PORT" \
+		</dev/null >>"$TMP/nats-server.log" 2>&1 &
+	NATS_PID=$!
+	wait_200 "$NATS_MON_PORT" /healthz 30000 "$NATS_PID"
+}
+
+# start_fleet_node ID POLICY_PORT HTTP_PORT: greyhold joined to the fleet
+# on the nats-server, with the fleet's secret; waits for /readyz.
+start_fleet_node() {
+	"$TMP/greyhold" serve \
+		--data-dir "$TMP/fleet-$1" \
+		--policy-listen "127.0.0.1:$2" --line-listen "" --http-listen "127.0.0.1:$3" \
+		--nats "nats://127.0.0.1:$NATS_PORT" --node-id "$1" --secret-file "$TMP/fleet-secret" \
+		--delay "${DELAY}s" --hostname "$GH_HOST" --log-decisions all \
+		</dev/null >>"$TMP/fleet-$1.log" 2>&1 &
+	local pid=$!
+	FLEET_PIDS+=("$pid")
+	wait_200 "$3" /readyz 30000 "$pid"
+}
 
 # ---------------------------------------------------------------------------
 # Run.
@@ -362,6 +473,10 @@ main() {
 	pick_port SOCK_SMTP_PORT || fail "free loopback ports" "none found"
 	pick_port POLICY_PORT || fail "free loopback ports" "none found"
 	pick_port HTTP_PORT || fail "free loopback ports" "none found"
+	local v
+	for v in MX1_SMTP_PORT MX2_SMTP_PORT MX1_POLICY_PORT MX2_POLICY_PORT MX1_HTTP_PORT MX2_HTTP_PORT NATS_PORT NATS_MON_PORT; do
+		pick_port "$v" || fail "free loopback ports" "none found"
+	done
 	GH_FLAGS=(--policy-listen "127.0.0.1:$POLICY_PORT" --line-listen "")
 
 	start_greyhold || fail "greyhold starts (--delay ${DELAY}s, policy 127.0.0.1:$POLICY_PORT)" "not ready within 30s"
@@ -617,6 +732,47 @@ main() {
 	smtp "$s" 127.0.0.1 "$V4_CLIENT" "$V4_CLIENT_NAME" "$SENDER" "$RCPT" rcpt "$SOCK_SMTP_PORT"
 	expect_code "$s" 250
 	pass "$s" "$REPLY"
+
+	# 12. The fleet: MX 1 and MX 2, each asking its own greyhold node; the
+	# nodes share their state through a nats-server. A first attempt
+	# through MX 1 is deferred, and the retry through MX 2 after the delay
+	# passes there, delivered with X-Greylist.
+	s="12 fleet: nats-server and two greyhold nodes, one per MX listener"
+	start_nats || fail "$s" "nats-server not healthy within 30s (see $TMP/nats-server.log)"
+	(umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/fleet-secret")
+	start_fleet_node mx1 "$MX1_POLICY_PORT" "$MX1_HTTP_PORT" || fail "$s" "node mx1 not ready within 30s"
+	start_fleet_node mx2 "$MX2_POLICY_PORT" "$MX2_HTTP_PORT" || fail "$s" "node mx2 not ready within 30s"
+	pass "$s" "nats 127.0.0.1:$NATS_PORT; MX 1 127.0.0.1:$MX1_SMTP_PORT asks mx1, MX 2 127.0.0.1:$MX2_SMTP_PORT asks mx2"
+	s="12 fleet: first attempt through MX 1: 450"
+	smtp "$s" 127.0.0.1 "$FLEET_CLIENT" "$FLEET_CLIENT_NAME" "$FLEET_SENDER" "$RCPT" rcpt "$MX1_SMTP_PORT"
+	local tfleet=$SMTP_END
+	expect_defer "$s"
+	logged_in "$TMP/fleet-mx1.log" "reason=new .*sender=$FLEET_SENDER" || fail "$s" "mx1 did not log the defer"
+	pass "$s" "$REPLY"
+	s="12 fleet: mx2 applies what mx1 shipped"
+	local pub applied deadline=$(($(now_ms) + 20000))
+	while :; do
+		pub=$(fleet_stat "$MX1_HTTP_PORT" published_sequence)
+		applied=$(fleet_stat "$MX2_HTTP_PORT" applied_sequence)
+		[[ -n $pub && -n $applied ]] && ((pub > 0 && applied >= pub)) && break
+		(($(now_ms) < deadline)) || fail "$s" "mx1 published up to sequence ${pub:-?}, mx2 applied ${applied:-?} after 20s"
+		sleep 0.1
+	done
+	pass "$s" "mx1's sequence $pub, mx2 applied $applied"
+	s="12 fleet: retry through MX 2 after the delay: 250, delivered with X-Greylist"
+	sleep_until_ms $((tfleet + DELAY * 1000 + CLOCK_SLACK_MS))
+	subject="e2e $RUN_ID step 12"
+	smtp "$subject" 127.0.0.1 "$FLEET_CLIENT" "$FLEET_CLIENT_NAME" "$FLEET_SENDER" "$RCPT" data "$MX2_SMTP_PORT"
+	expect_code "$s" 250
+	[[ $DATA_REPLY == "250 "* ]] || fail "$s" "message not accepted after DATA: ${DATA_REPLY:-<none>}"
+	msg=$(delivered "$subject") || fail "$s" "no delivered message with Subject: $subject"
+	hdr=$(headers "$msg" | grep -i '^X-Greylist:' || true)
+	[[ $hdr =~ $hre ]] || fail "$s" "the first pass has no X-Greylist: $(headers "$msg" | tr '\n' '|')"
+	logged_in "$TMP/fleet-mx2.log" "reason=passed .*sender=$FLEET_SENDER" || fail "$s" "mx2 did not log the pass"
+	pass "$s" "$hdr"
+	s="12 fleet: both nodes stop cleanly"
+	stop_fleet || fail "$s" "a node did not exit 0 on SIGTERM"
+	pass "$s"
 
 	local t_end
 	t_end=$(now_ms)

@@ -5,9 +5,9 @@
 // without hand-kept JSON.
 //
 // A panel is a few lines of the table: a kind, a title, what the on-call
-// should read in it, a unit and its queries. Replication's lag and backlog
-// go in a row of their own once the fleet exports them; promcheck's live
-// test then needs a scenario that makes those series appear.
+// should read in it, a unit and its queries. The fleet's replication has a
+// row of its own, whose series only a node joined to NATS exports:
+// promcheck's live test has a scenario that makes them appear.
 //
 // After changing the table, run `make dashboard` (go run ./cmd/dashboard
 // in deploy/); the package's test fails while the committed JSON differs.
@@ -154,6 +154,47 @@ var rows = []row{
 			},
 			thresholds: []step{{1, "red"}}},
 	}},
+	{"Fleet", []panel{
+		{kind: series, title: "Replication lag", unit: "s",
+			help: "From a change's commit on the node that made it to its apply here (p50 and p99, by instance): milliseconds normally. Seconds mean NATS or this node is slow; minutes that a peer is shipping the backlog of an outage, which clears by itself. Greylisting tolerates seconds: a retry on this host after --delay is deferred again only if the first attempt's record has not arrived.",
+			queries: []query{
+				{"histogram_quantile(0.99, sum by (le, instance) (" + rate("greyhold_fleet_lag_seconds_bucket", "") + "))", "p99 {{instance}}"},
+				{"histogram_quantile(0.5, sum by (le, instance) (" + rate("greyhold_fleet_lag_seconds_bucket", "") + "))", "p50 {{instance}}"},
+			}},
+		{kind: series, title: "Lag by peer", unit: "s",
+			help:    "The lag of the last message each instance applied from each peer (instance from peer). A peer that stops sending keeps its last value: compare with Published and applied.",
+			queries: []query{{"max by (instance, peer) (greyhold_fleet_peer_lag_seconds{" + S + "})", "{{instance}} from {{peer}}"}}},
+		{kind: series, title: "Publish backlog", unit: "bytes",
+			help:    "Log written here and not yet acknowledged by the stream, by instance (estimated from the average frame). Near zero while NATS answers; it grows while NATS is away or refuses to store (lost quorum, permissions), and past --nats-backlog (1 GiB) the node ships a snapshot in its place.",
+			queries: []query{{"sum by (instance) (greyhold_fleet_backlog_bytes{" + S + "})", "{{instance}}"}}},
+		{kind: series, title: "Publish backlog (frames)", unit: "short",
+			help:    "The same backlog in log frames (a frame is one group commit: one change or a batch of them). The frames are exact, the bytes beside estimated.",
+			queries: []query{{"sum by (instance) (greyhold_fleet_backlog_frames{" + S + "})", "{{instance}}"}}},
+		{kind: series, title: "Published and applied", unit: "ops",
+			help: "State changes (records) per second each instance shipped to the stream, and applied of the others'. Every instance applies what the others publish: applied should follow the sum of the others' published.",
+			queries: []query{
+				{"sum by (instance) (" + rate("greyhold_fleet_published_records_total", "") + ")", "published {{instance}}"},
+				{"sum by (instance) (" + rate("greyhold_fleet_applied_records_total", "") + ")", "applied {{instance}}"},
+			}},
+		{kind: series, title: "Skipped messages", unit: "ops",
+			help:    "Messages from the stream not applied, by reason: foreign (a node of another fleet, another secret or key options, publishes on this stream), malformed (not greyhold's, or damaged), snapshot (a snapshot shipped in place of frames could not be merged), metadata. Should be 0; greyhold's log names the sender and the sequence.",
+			queries: []query{{"sum by (reason) (" + rate("greyhold_fleet_skipped_messages_total", "") + ")", "{{reason}}"}}},
+		{kind: single, title: "Nodes not connected, not caught up, refused", unit: "short",
+			help: "Instances not connected to NATS now (they greylist alone), connected but not caught up with the stream (a bootstrap or catch-up under way, /readyz answers 503; or replication failing to set up), and refused by the fleet (another secret or other key options; replication stays off). Each should be 0.",
+			queries: []query{
+				{"count(greyhold_fleet_connected{" + S + "} == 0)", "not connected"},
+				{"count(greyhold_fleet_caught_up{" + S + "} == 0)", "not caught up"},
+				{"sum(greyhold_fleet_refused{" + S + "})", "refused"},
+			},
+			thresholds: []step{{1, "red"}}},
+		{kind: single, title: "Bootstraps and snapshot uploads in range", unit: "short",
+			help: "Over the dashboard's range: fleet snapshots merged because the stream no longer held what an instance needed (a new node, or one away longer than the stream keeps), snapshots uploaded for new nodes, and uploads that failed (new nodes then start from an older snapshot).",
+			queries: []query{
+				{"sum(increase(greyhold_fleet_bootstraps_total{" + S + "}[$__range]))", "bootstraps"},
+				{"sum(increase(greyhold_fleet_snapshot_uploads_total{" + S + "}[$__range]))", "uploads"},
+				{"sum(increase(greyhold_fleet_snapshot_upload_failures_total{" + S + "}[$__range]))", "upload failures"},
+			}},
+	}},
 	{"Requests", []panel{
 		{kind: series, title: "Request latency (p99)", unit: "s",
 			help:    "From reading a request to writing its answer, by protocol. Postfix waits for it on every RCPT TO; with --fsync=always it includes the log's fsync.",
@@ -170,7 +211,7 @@ var promDS = common.DataSourceRef{Type: cog.ToPtr("prometheus"), Uid: cog.ToPtr(
 func Build() (dashboard.Dashboard, error) {
 	b := dashboard.NewDashboardBuilder("greyhold").
 		Uid(UID).
-		Description("greyhold greylisting policy servers: decisions, state, durability, connections and what was let through without greylisting (README: Dashboard and alerts).").
+		Description("greyhold greylisting policy servers: decisions, state, durability, the fleet's replication, connections and what was let through without greylisting (README: Dashboard and alerts).").
 		Tags([]string{"greyhold", "mail"}).
 		Refresh("1m").
 		Time("now-6h", "now").

@@ -351,17 +351,20 @@ func (g *greyhold) scrape(t *testing.T) []labels.Labels {
 // A scenario is one way of running greyhold, with the traffic that makes
 // its lazily created series appear (a retry delay observed, a snapshot
 // written). The union of the scenarios' scrapes is what the dashboard and
-// the rules may name. The fleet's replication series come with a
-// scenario of their own: a JetStream server started as cluster/'s tests
-// start one, and greyhold with the flags that join it.
+// the rules may name. flags starts what the scenario runs beside greyhold
+// and returns greyhold's flags.
 type scenario struct {
 	name  string
-	flags []string
+	flags func(t *testing.T, bin string) []string
 	drive func(t *testing.T, g *greyhold)
 }
 
+func static(flags ...string) func(*testing.T, string) []string {
+	return func(*testing.T, string) []string { return flags }
+}
+
 var scenarios = []scenario{
-	{"single server", []string{"--test-clock", "--delay", "300s", "--fsync", "always"}, func(t *testing.T, g *greyhold) {
+	{"single server", static("--test-clock", "--delay", "300s", "--fsync", "always"), func(t *testing.T, g *greyhold) {
 		now := time.Now().Unix()
 		if a := g.policy1(t, "192.0.2.10", now); !strings.HasPrefix(a, "action=DEFER_IF_PERMIT") {
 			t.Fatalf("first policy request: %s", a)
@@ -382,6 +385,96 @@ var scenarios = []scenario{
 		g.post(t, "/v1/check", `{"client_address":"203.0.113.5","sender":"erin@example.org","recipient":"frank@example.net"}`)
 		g.post(t, "/v1/snapshot", "")
 	}},
+	fleetScenario(),
+}
+
+// fleetScenario runs greyhold joined to a fleet: a real nats-server with
+// JetStream (the one e2e/nats-server.sh builds, as the fleet's process
+// tests run it) and a peer node, whose change the scraped node applies so
+// that the per-peer series exist; the scraped node ships a change of its
+// own and uploads a snapshot.
+func fleetScenario() scenario {
+	var peer *greyhold
+	return scenario{"fleet", func(t *testing.T, bin string) []string {
+		url := startNATS(t)
+		secret := filepath.Join(t.TempDir(), "fleet-secret")
+		if err := os.WriteFile(secret, []byte(strings.Repeat("5e", 32)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		peer = start(t, bin, "--test-clock", "--nats", url, "--node-id", "mx2", "--secret-file", secret)
+		return []string{"--test-clock", "--nats", url, "--node-id", "mx1", "--secret-file", secret}
+	}, func(t *testing.T, g *greyhold) {
+		now := time.Now().Unix()
+		if a := g.policy1(t, "192.0.2.10", now); !strings.HasPrefix(a, "action=DEFER_IF_PERMIT") {
+			t.Fatalf("first policy request: %s", a)
+		}
+		if a := peer.policy1(t, "198.51.100.7", now); !strings.HasPrefix(a, "action=DEFER_IF_PERMIT") {
+			t.Fatalf("the peer's policy request: %s", a)
+		}
+		g.post(t, "/v1/snapshot", "")
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var have bool
+			for _, ls := range g.scrape(t) {
+				have = have || (ls.Get(model.MetricNameLabel) == "greyhold_fleet_peer_lag_seconds" && ls.Get("peer") == "mx2")
+			}
+			if have {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the node applied nothing of its peer in 30 s")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}}
+}
+
+// startNATS runs a nats-server with JetStream on loopback until the test
+// ends and returns its URL: $GREYHOLD_NATS_SERVER, or the one
+// e2e/nats-server.sh builds (or finds in its cache).
+func startNATS(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("GREYHOLD_NATS_SERVER")
+	if bin == "" {
+		var stderr bytes.Buffer
+		cmd := exec.Command("bash", filepath.Join(root(t), "e2e/nats-server.sh"))
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("e2e/nats-server.sh: %v\n%s", err, stderr.String())
+		}
+		bin = strings.TrimSpace(string(out))
+	}
+	addr, mon := freePort(t), freePort(t)
+	host, port, _ := net.SplitHostPort(addr)
+	_, mport, _ := net.SplitHostPort(mon) // monitoring listens on -a's host too
+	var log bytes.Buffer
+	cmd := exec.Command(bin, "-a", host, "-p", port, "-js", "-sd", t.TempDir(), "-m", mport)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("nats-server's log:\n%s", log.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + mon + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return "nats://" + addr
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nats-server not healthy after 30 s:\n%s", log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestLiveGreyhold: every selector of the dashboard and the rules matches
@@ -393,7 +486,7 @@ func TestLiveGreyhold(t *testing.T) {
 	names := map[string]bool{}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			g := start(t, bin, sc.flags...)
+			g := start(t, bin, sc.flags(t, bin)...)
 			sc.drive(t, g)
 			s := g.scrape(t)
 			for _, ls := range s {
