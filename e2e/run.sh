@@ -412,10 +412,11 @@ wait_200() {
 	done
 }
 
-# fleet_stat PORT FIELD: a number of the fleet section of /v1/stats.
+# fleet_stat PORT FIELD: a number of the fleet section of /v1/stats
+# (indented JSON, "field": N), or nothing if it is not there yet.
 fleet_stat() {
-	get_on "$1" /v1/stats | tr -d '\r' | sed -n '/^{/,$p' | tr -d '\n' |
-		grep -o "\"fleet\":{.*" | grep -o "\"$2\":[0-9]*" | head -n 1 | cut -d: -f2
+	{ get_on "$1" /v1/stats | tr -d '\r\n' | grep -o "\"fleet\": *{.*" |
+		grep -o "\"$2\": *[0-9]*" | head -n 1 | grep -o '[0-9]*$'; } || true
 }
 
 # start_nats: a nats-server with JetStream on loopback, the one
