@@ -8,6 +8,12 @@
 #   go test -c -o new.test ./engine
 #   bash bench/ab.sh old.test new.test 'CheckRealistic|CheckKnown' 8 2s
 #
+# A benchmark renamed between the two builds is paired by AB_NEW_SED, a
+# sed script applied to the newer build's output before the comparison:
+#
+#   AB_NEW_SED='/^BenchmarkCheckRealistic-/d; s/^BenchmarkCheckRealisticNetwork-/BenchmarkCheckRealistic-/' \
+#     bash bench/ab.sh old.test new.test 'CheckRealistic' 8 2s
+#
 # benchstat comes from the Go module proxy into this machine's Go cache.
 set -euo pipefail
 old=${1:?old test binary}
@@ -24,4 +30,7 @@ for i in $(seq "$rounds"); do
 		"$bin" -test.run '^$' -test.bench "$regex" -test.benchtime "$benchtime" -test.count 1 -test.benchmem >>"$out/$side.txt" 2>/dev/null
 	done
 done
+if [ -n "${AB_NEW_SED:-}" ]; then
+	sed -i -e "$AB_NEW_SED" "$out/new.txt"
+fi
 cd "$out" && go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da old.txt new.txt
