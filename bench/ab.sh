@@ -11,8 +11,8 @@
 # A benchmark renamed between the two builds is paired by AB_NEW_SED, a
 # sed script applied to the newer build's output before the comparison:
 #
-#   AB_NEW_SED='/^BenchmarkCheckRealistic-/d; s/^BenchmarkCheckRealisticNetwork-/BenchmarkCheckRealistic-/' \
-#     bash bench/ab.sh old.test new.test 'CheckRealistic' 8 2s
+#   AB_NEW_SED='s/^BenchmarkCheckBatchNew-/BenchmarkCheckNewBatch-/' \
+#     bash bench/ab.sh old.test new.test 'CheckNewBatch|CheckBatchNew' 8 2s
 #
 # benchstat comes from the Go module proxy into this machine's Go cache.
 set -euo pipefail

@@ -26,20 +26,6 @@ func BenchmarkCheckRealistic(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// BenchmarkCheckRealisticNetwork is CheckRealistic with clients keyed by
-// their network (--client-identity=network, what a data directory written
-// before identities existed keeps): the keying of every version before
-// client identities, so the figure to hold a build of that time to.
-func BenchmarkCheckRealisticNetwork(b *testing.B) {
-	w := newRealistic(b, func(o *Options) { o.Keys.Identity = IdentityNetwork })
-	var decide time.Duration
-	for b.Loop() {
-		decide += w.round(w.e, t0+800)
-	}
-	b.ReportMetric(float64(decide.Nanoseconds())/float64(b.N*realisticBatch), "ns/check")
-	b.ReportMetric(0, "ns/op")
-}
-
 // BenchmarkIdentityCost is CheckRealistic's workload on two engines, one
 // keying clients by network and one by name, a window to each in turn
 // (which goes first alternating), so that a loaded machine slows both
