@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -531,24 +530,6 @@ func TestBacklogBound(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log's output, written from the node's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestStreamKeptBriefly: a stream made with a maximum age under two
 // minutes, the dedup window's default, is made (JetStream refuses a
 // window longer than the age) with a window of that age.
@@ -574,7 +555,7 @@ func TestStreamKeptBriefly(t *testing.T) {
 // say as its last words.
 func TestCloseIsNoOutage(t *testing.T) {
 	ns := startNATS(t)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	a := newNode(t, ns.url, "mx1", "", "", func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&out, nil)) })
 	a.close()
 	if log := out.String(); !strings.Contains(log, "connected to NATS") || strings.Contains(log, "disconnected") {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -34,30 +33,12 @@ func TestMain(m *testing.M) {
 
 const t0 = testutil.T0
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type testServer struct {
 	t     testing.TB
 	srv   *Server
 	st    *store.Store
 	clock *engine.ManualClock
-	logs  *syncBuffer
+	logs  *testutil.SyncBuffer
 	reg   *prometheus.Registry
 }
 
@@ -82,7 +63,7 @@ func startServerStopped(t testing.TB, mut func(*Config)) *Server {
 
 func newTestServer(t testing.TB, storeMut func(*store.Options), mut func(*Config), start bool) *testServer {
 	t.Helper()
-	ts := &testServer{t: t, clock: engine.NewManualClock(t0), logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
+	ts := &testServer{t: t, clock: engine.NewManualClock(t0), logs: &testutil.SyncBuffer{}, reg: prometheus.NewRegistry()}
 	o := store.DefaultOptions()
 	o.Clock = ts.clock
 	o.Sync = wal.SyncNever

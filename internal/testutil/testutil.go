@@ -1,10 +1,13 @@
 // Package testutil holds what several packages' tests share: a random
-// workload of greylisting checks under a moving clock.
+// workload of greylisting checks under a moving clock, and a buffer for
+// log output.
 package testutil
 
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/greyhold/greyhold/engine"
@@ -122,4 +125,24 @@ func FillRealistic(tb testing.TB, e *engine.Engine, n int, seed uint64) {
 			keys, first, word = keys[:0], first[:0], word[:0]
 		}
 	}
+}
+
+// SyncBuffer collects what many goroutines write (a logger's output) for a
+// test to read.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
