@@ -222,17 +222,10 @@ func fleetArgs(url, id, secret string, extra ...string) []string {
 // fleetStats reads /v1/stats' fleet section.
 func (d *daemon) fleetStats(t *testing.T) cluster.Stats {
 	t.Helper()
-	resp, err := http.Get("http://" + d.httpAd + "/v1/stats")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var st struct {
 		Fleet *cluster.Stats `json:"fleet"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatal(err)
-	}
+	d.stats(t, &st)
 	if st.Fleet == nil {
 		t.Fatal("/v1/stats has no fleet section")
 	}

@@ -34,18 +34,24 @@ func (d *daemon) rssKiB(t *testing.T) int {
 
 func (d *daemon) triplets(t *testing.T) float64 {
 	t.Helper()
+	var st struct {
+		Triplets map[string]float64 `json:"triplets"`
+	}
+	d.stats(t, &st)
+	return st.Triplets["total"]
+}
+
+// stats decodes the daemon's /v1/stats into v.
+func (d *daemon) stats(t *testing.T, v any) {
+	t.Helper()
 	resp, err := http.Get("http://" + d.httpAd + "/v1/stats")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var st struct {
-		Triplets map[string]float64 `json:"triplets"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatal(err)
 	}
-	return st.Triplets["total"]
 }
 
 const goodRequest = "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=192.0.2.10\n" +
