@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/greyhold/greyhold/engine"
 	"github.com/greyhold/greyhold/store"
@@ -101,8 +102,15 @@ func TestShadow(t *testing.T) {
 	if logs := ts.logs.String(); strings.Count(logs, "action=greylist reason=new shadow=true retry_in=300 rule=no-rdns") != 3 {
 		t.Errorf("log:\n%s", logs)
 	}
+	// Recorded as usual: after the delay the first triplet's retry is its
+	// first pass, which shadow mode answers DUNNO too.
+	ts.clock.Advance(301 * time.Second)
+	if got := ts.ask(c, r, policy("192.0.2.11", "b@example.org", "bob@example.test", "client_name=unknown")); got != "action=DUNNO" {
+		t.Errorf("policy after the delay: %s", got)
+	}
 	_, body := ts.http("GET", "/metrics", "", "")
-	for _, want := range []string{`greyhold_rule_decisions_total{rule="no-rdns",verdict="defer"} 3`, `greyhold_decisions_total{reason="new",verdict="defer"} 3`, `greyhold_shadow 1`} {
+	for _, want := range []string{`greyhold_rule_decisions_total{rule="no-rdns",verdict="defer"} 3`, `greyhold_decisions_total{reason="new",verdict="defer"} 3`,
+		`greyhold_decisions_total{reason="passed",verdict="pass"} 1`, `greyhold_shadow 1`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}
