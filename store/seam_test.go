@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,40 +14,19 @@ import (
 	"time"
 
 	"github.com/greyhold/greyhold/engine"
+	"github.com/greyhold/greyhold/internal/testutil"
 	"github.com/greyhold/greyhold/wal"
 )
 
-// failingLog is a real log whose appends fail while fail is set, as a log
-// on a full or failed disk does, and which says so in its stats.
-type failingLog struct {
-	*wal.Log
-	fail atomic.Bool
-}
-
-var errDiskFull = errors.New("no space left on device")
-
-func (f *failingLog) Append(payload []byte, n int) error {
-	if f.fail.Load() {
-		return fmt.Errorf("%w: %w", wal.ErrFailed, errDiskFull)
-	}
-	return f.Log.Append(payload, n)
-}
-
-func (f *failingLog) Stats() wal.Stats {
-	st := f.Log.Stats()
-	st.Failed = st.Failed || f.fail.Load()
-	return st
-}
-
 // withFailingLog makes o open a failingLog and returns where it will be.
-func withFailingLog(o *Options) **failingLog {
-	var fl *failingLog
+func withFailingLog(o *Options) **testutil.FailingLog {
+	var fl *testutil.FailingLog
 	o.OpenLog = func(dir string, wo wal.Options) (Log, error) {
 		l, err := wal.Open(dir, wo)
 		if err != nil {
 			return nil, err
 		}
-		fl = &failingLog{Log: l}
+		fl = &testutil.FailingLog{Log: l}
 		return fl, nil
 	}
 	return &fl
@@ -61,9 +41,9 @@ func TestFailingLogFailsOpen(t *testing.T) {
 	s := mustOpen(t, t.TempDir(), o)
 	defer s.Close()
 	expect(t, s, t0, historyRequest(1), engine.Defer, engine.ReasonNew)
-	(*fl).fail.Store(true)
+	(*fl).Fail.Store(true)
 	d, err := s.CheckAt(t0, historyRequest(2))
-	if !errors.Is(err, ErrNotLogged) || !errors.Is(err, errDiskFull) || d.Verdict != engine.Defer {
+	if !errors.Is(err, ErrNotLogged) || !errors.Is(err, testutil.ErrDiskFull) || d.Verdict != engine.Defer {
 		t.Fatalf("check while the log fails = %+v, %v; want a defer marked not logged", d, err)
 	}
 	res := s.CheckBatch(t0, []engine.Request{*historyRequest(3), *historyRequest(4)}, nil)
@@ -79,7 +59,7 @@ func TestFailingLogFailsOpen(t *testing.T) {
 	if st.NotLogged != 3 || !st.WAL.Failed {
 		t.Fatalf("not logged %d, failed %v; want 3 and true", st.NotLogged, st.WAL.Failed)
 	}
-	(*fl).fail.Store(false)
+	(*fl).Fail.Store(false)
 	before := s.Stats().WAL.LastIndex
 	expect(t, s, t0, historyRequest(5), engine.Defer, engine.ReasonNew)
 	if s.Stats().WAL.LastIndex != before+1 || s.Stats().NotLogged != 3 {
@@ -265,4 +245,34 @@ func TestSecretFile(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(a.Dir(), secretName)); !os.IsNotExist(err) {
 		t.Fatal("a secret was made in the data directory beside --secret-file")
 	}
+}
+
+// TestMissingLogIsReported: a data directory whose log is gone while its
+// metadata says it had one opens (mail keeps flowing), but as a loss: an
+// error line that says the log is missing and what was lost, and
+// Recovery's repair report; never as the quiet start of a new log.
+func TestMissingLogIsReported(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(engine.NewManualClock(t0))
+	o.NoFinalSnapshot = true
+	s := mustOpen(t, dir, o)
+	expect(t, s, t0, historyRequest(1), engine.Defer, engine.ReasonNew)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "wal")); err != nil {
+		t.Fatal(err)
+	}
+	var logs testutil.SyncBuffer
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	s = mustOpen(t, dir, o)
+	defer s.Close()
+	if !s.Stats().Recovery.WALRepair.Missing {
+		t.Errorf("recovery %+v does not report the log missing", s.Stats().Recovery.WALRepair)
+	}
+	if out := logs.String(); !strings.Contains(out, `level=ERROR msg="the write-ahead log is missing: starting a new one"`) || strings.Contains(out, "starting a new wal") {
+		t.Errorf("the start's log:\n%s", out)
+	}
+	// What the lost log held is gone: the triplet is new again.
+	expect(t, s, t0+1, historyRequest(1), engine.Defer, engine.ReasonNew)
 }

@@ -549,6 +549,12 @@ func TestCrashOnFullDisk(t *testing.T) {
 	if !d.log.waitFor(`msg="wal cannot write: the disk is full; checks are answered as if greylisting were off until it has room"`) {
 		t.Errorf("the log does not say the disk is full:\n%s", d.logText())
 	}
+	if got := d.metric(t, "greyhold_wal_failed"); got != 1 {
+		t.Errorf("greyhold_wal_failed = %v on the full disk, want 1", got)
+	}
+	if got := d.metric(t, "greyhold_not_logged_total"); got < float64(notLogged) {
+		t.Errorf("greyhold_not_logged_total = %v after %d checks let through, want at least as many", got, notLogged)
+	}
 	// One line says so, not one a request.
 	if n := strings.Count(d.logText()[restartAt:], "level=ERROR msg=\"wal "); n != 1 {
 		t.Errorf("%d error lines of the log's after %d checks it could not log, want 1:\n%s", n, notLogged, d.logText()[restartAt:])
@@ -561,6 +567,9 @@ func TestCrashOnFullDisk(t *testing.T) {
 	}
 	if got, err := pc.ask(tripletRequest(next, testT0+1000)); err != nil || !strings.HasPrefix(got, deferAnswer) {
 		t.Errorf("a new triplet once space was freed: %q, %v", got, err)
+	}
+	if got := d.metric(t, "greyhold_wal_failed"); got != 0 {
+		t.Errorf("greyhold_wal_failed = %v once space was freed, want 0", got)
 	}
 	d.stop(t, 30*time.Second)
 }

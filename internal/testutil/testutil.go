@@ -1,16 +1,19 @@
 // Package testutil holds what several packages' tests share: a random
-// workload of greylisting checks under a moving clock, and a buffer for
-// log output.
+// workload of greylisting checks under a moving clock, a write-ahead log
+// that fails on demand, and a buffer for log output.
 package testutil
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/greyhold/greyhold/engine"
+	"github.com/greyhold/greyhold/wal"
 )
 
 // T0 is an ordinary moment (2026-05-04) that tests count from.
@@ -145,4 +148,28 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// FailingLog is a real write-ahead log whose appends fail while Fail is
+// set, as a log on a full or failed disk does, and which says so in its
+// stats. A store takes it through Options.OpenLog.
+type FailingLog struct {
+	*wal.Log
+	Fail atomic.Bool
+}
+
+// ErrDiskFull is the cause a FailingLog's appends give.
+var ErrDiskFull = errors.New("no space left on device")
+
+func (f *FailingLog) Append(payload []byte, n int) error {
+	if f.Fail.Load() {
+		return fmt.Errorf("%w: %w", wal.ErrFailed, ErrDiskFull)
+	}
+	return f.Log.Append(payload, n)
+}
+
+func (f *FailingLog) Stats() wal.Stats {
+	st := f.Log.Stats()
+	st.Failed = st.Failed || f.Fail.Load()
+	return st
 }
