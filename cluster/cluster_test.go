@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/greyhold/greyhold/engine"
@@ -413,11 +416,16 @@ func TestOtherSecretRefused(t *testing.T) {
 	}
 }
 
+// TestForeignAndMalformedMessagesSkipped: messages on the stream that are
+// not this fleet's, or not whole, are skipped, counted by reason, and
+// nothing of them is applied, not even a good frame before the damage;
+// the node goes on applying what comes after.
 func TestForeignAndMalformedMessagesSkipped(t *testing.T) {
 	ns := startNATS(t)
 	ctx := guard(t)
+	reg := prometheus.NewRegistry()
 	a := newNode(t, ns.url, "mx1", "", "", nil)
-	b := newNode(t, ns.url, "mx2", "", a.dir, nil)
+	b := newNode(t, ns.url, "mx2", "", a.dir, func(o *Options) { o.Registerer = reg })
 	nc, err := nats.Connect(ns.url)
 	if err != nil {
 		t.Fatal(err)
@@ -441,11 +449,61 @@ func TestForeignAndMalformedMessagesSkipped(t *testing.T) {
 	// A frame of the right fleet id but keyed by another secret.
 	f, _ := wal.AppendFrame(nil, wal.Frame{Index: 1, Gen: 1, KeyID: 7, Records: 1, Payload: []byte{1, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}})
 	bad(subjectPrefix+"evil", good, append([]byte{byte(len(f))}, f...))
+	// A good frame of the fleet's (made by a lone store with its secret),
+	// then a frame cut short.
+	src := newNode(t, "", "src", "", a.dir, nil)
+	src.expect(t0, triplet(100), engine.Defer, engine.ReasonNew)
+	cur := src.st.Follow(1)
+	defer cur.Close()
+	gf, err := cur.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, _ := wal.AppendFrame(nil, gf)
+	body := binary.AppendUvarint(nil, uint64(len(whole)))
+	body = append(append(body, whole...), 40, 1, 2, 3)
+	bad(subjectPrefix+"evil", good, body)
+
 	a.expect(t0, triplet(1), engine.Defer, engine.ReasonNew)
 	a.hears(ctx, b)
 	b.expect(t0+300, triplet(1), engine.Pass, engine.ReasonPassed)
 	if got := b.n.Stats(); len(got.Peers) != 1 {
 		t.Fatalf("peers %+v: the bad messages' node must not count as one", got.Peers)
+	}
+	// The good frame of the damaged message was not applied: the triplet
+	// is new to b.
+	b.expect(t0+300, triplet(100), engine.Defer, engine.ReasonNew)
+	for reason, want := range map[string]float64{"malformed": 3, "foreign": 1} {
+		if got := promtest.ToFloat64(b.n.m.skips.WithLabelValues(reason)); got != want {
+			t.Errorf("skipped messages (%s) = %v, want %v", reason, got, want)
+		}
+	}
+}
+
+// TestOtherKeyOptionsRefused: a node with the fleet's secret but other
+// key options (here a /16 for IPv4) would key the same mail otherwise:
+// it is refused, and the error names the options.
+func TestOtherKeyOptionsRefused(t *testing.T) {
+	ns := startNATS(t)
+	a := newNode(t, ns.url, "mx1", "", "", nil)
+	dir := t.TempDir()
+	copySecret(t, a.dir, dir)
+	sopts := store.DefaultOptions()
+	sopts.Clock = engine.NewManualClock(t0)
+	sopts.Logger = slog.New(slog.DiscardHandler)
+	sopts.Engine.Keys.IPv4Prefix = 16
+	st, err := store.Open(dir, sopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	n, err := New(st, Options{URLs: ns.url, NodeID: "mx2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = n.Start(context.Background())
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "key options differ") || !strings.Contains(err.Error(), "ipv4=/16") {
+		t.Fatalf("Start with other key options = %v, want ErrRefused naming them", err)
 	}
 }
 

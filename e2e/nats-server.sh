@@ -7,7 +7,7 @@
 # stream's S2 compression needs, so it is never used.
 #
 # The fleet's process tests (cmd/greyhold), deploy/promcheck's fleet
-# scenario and e2e/fleet.sh run it; GREYHOLD_NATS_SERVER=PATH makes them
+# scenario and e2e/run.sh's step 12 run it; GREYHOLD_NATS_SERVER=PATH makes them
 # use another binary instead.
 #
 # Environment:
