@@ -241,7 +241,8 @@ func netEnd(p netip.Prefix) int {
 func (e *Engine) Check(now Time, req *Request, ch *Changes) (Decision, error) {
 	var st checkState
 	e.prepare(req, &st, nameHint{})
-	d, err := e.finish(now, req, &st, ch)
+	var d Decision
+	err := e.finish(now, req, &st, ch, &d)
 	d.Ident, d.NameAt = st.ident, st.nameAt
 	return d, err
 }
@@ -286,8 +287,9 @@ func (e *Engine) CheckBatch(now Time, reqs []Request, res []Result, recs []byte)
 			e.prepare(&reqs[i+1], &st[(i+1)&1], hashes[(i+1)&3])
 		}
 		ch.Reset()
-		res[i].Decision, res[i].Err = e.finish(now, &reqs[i], &st[i&1], &ch)
-		res[i].Ident, res[i].NameAt = st[i&1].ident, st[i&1].nameAt
+		r := &res[i]
+		r.Err = e.finish(now, &reqs[i], &st[i&1], &ch, &r.Decision)
+		r.Ident, r.NameAt = st[i&1].ident, st[i&1].nameAt
 		if ch.Count() > 0 {
 			recs = append(recs, ch.Bytes()...)
 			n += ch.Count()
@@ -356,10 +358,14 @@ func (e *Engine) prepare(req *Request, st *checkState, nameHash nameHint) {
 	e.views[st.k>>e.shift].prefetch(st.k)
 }
 
-// finish decides a prepared request.
-func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes) (Decision, error) {
+// finish decides a prepared request into d. The decision goes through a
+// pointer from here down, not as a result: a Decision and an error are
+// more words than Go's calling convention passes in registers, and each
+// return would copy it through memory.
+func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes, d *Decision) error {
 	if st.err != nil {
-		return Decision{}, st.err
+		*d = Decision{}
+		return st.err
 	}
 	addr, network, buf, k := st.addr, st.network, st.keyBytes(), st.k
 	if rs := e.rules.Load(); (rs.n > 0 && e.match(rs, now, addr, req.ClientName, buf[st.senderAt:st.senderEnd], buf[st.senderEnd:])) ||
@@ -368,14 +374,15 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes) (De
 		s.mu.Lock()
 		s.stats.decisions[ReasonWhitelist]++
 		s.mu.Unlock()
-		return Decision{Verdict: Pass, Reason: ReasonWhitelist, Key: k}, nil
+		*d = Decision{Verdict: Pass, Reason: ReasonWhitelist, Key: k}
+		return nil
 	}
 	if e.sel == nil {
+		e.lookup(now, st, buf, k, network, e.p.delay, ch, d)
 		if e.opts.PassTransactionRecipients && req.Instance != "" {
-			d, err := e.lookup(now, st, buf, k, network, e.p.delay, ch)
-			return e.transaction(now, req, st, buf, d), err
+			e.transaction(now, req, st, buf, d)
 		}
-		return e.lookup(now, st, buf, k, network, e.p.delay, ch)
+		return nil
 	}
 	pick := e.selectFor(e.sel, req, st, buf)
 	if pick.action == ActPass {
@@ -383,28 +390,29 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes) (De
 		s.mu.Lock()
 		s.stats.decisions[ReasonRule]++
 		s.mu.Unlock()
-		return Decision{Verdict: Pass, Reason: ReasonRule, Key: k, Rule: pick.rule, Noted: pick.noted}, nil
+		*d = Decision{Verdict: Pass, Reason: ReasonRule, Key: k, Rule: pick.rule, Noted: pick.noted}
+		return nil
 	}
-	d, err := e.lookup(now, st, buf, k, network, pick.delay, ch)
+	e.lookup(now, st, buf, k, network, pick.delay, ch, d)
 	if e.opts.PassTransactionRecipients && req.Instance != "" {
-		d = e.transaction(now, req, st, buf, d)
+		e.transaction(now, req, st, buf, d)
 	}
 	d.Rule, d.Noted = pick.rule, pick.noted
-	return d, err
+	return nil
 }
 
 // lookup is the triplet lookup of a request no whitelist or rule passed,
-// with the delay its rule gave it.
-func (e *Engine) lookup(now Time, st *checkState, buf []byte, k uint64, network netip.Prefix, delay uint64, ch *Changes) (Decision, error) {
+// with the delay its rule gave it, deciding into d.
+func (e *Engine) lookup(now Time, st *checkState, buf []byte, k uint64, network netip.Prefix, delay uint64, ch *Changes, d *Decision) {
 	s := e.shardOf(k)
 	s.mu.Lock()
 	if i := s.t.find(k); i >= 0 && s.t.slots[i].e.passed() && !e.p.expired(s.t.slots[i].e, now) {
-		d, touched := e.known(s, now, k, i, ch)
+		touched := e.known(s, now, k, i, ch, d)
 		s.mu.Unlock()
 		if touched && e.p.awl > 0 {
 			e.touchClient(now, e.clientKey(st, buf, network), ch)
 		}
-		return d, nil
+		return
 	}
 	s.mu.Unlock()
 
@@ -412,22 +420,22 @@ func (e *Engine) lookup(now Time, st *checkState, buf []byte, k uint64, network 
 	if e.p.awl > 0 {
 		ck = e.clientKey(st, buf, network)
 		if e.clientListed(now, ck, ch) {
-			return Decision{Verdict: Pass, Reason: ReasonClientAWL, Key: k}, nil
+			*d = Decision{Verdict: Pass, Reason: ReasonClientAWL, Key: k}
+			return
 		}
 	}
 
 	// Decide again under the lock: another check may have changed the
 	// triplet while the client was looked up.
 	s.mu.Lock()
-	d, passed := e.decide(s, now, k, delay, ch)
+	passed := e.decide(s, now, k, delay, ch, d)
 	s.mu.Unlock()
 	if passed && e.p.awl > 0 {
 		e.countClientPass(now, ck, ch)
 	}
-	if d.Verdict == Defer && e.top != nil {
+	if d.Verdict == Defer && e.top != nil && sampled(now, k) {
 		e.top.sampleDefer(now, st, buf)
 	}
-	return d, nil
 }
 
 // checkAddresses refuses what no key can be made of: no recipient, or an
@@ -462,10 +470,9 @@ func (e *Engine) clientKey(st *checkState, buf []byte, network netip.Prefix) uin
 	return k
 }
 
-// known answers for a passed, live triplet in slot i, refreshing its
-// last-seen time once per TouchInterval. s is locked.
-func (e *Engine) known(s *shard, now Time, k uint64, i int, ch *Changes) (Decision, bool) {
-	touched := false
+// known answers into d for a passed, live triplet in slot i, refreshing
+// its last-seen time once per TouchInterval (touched). s is locked.
+func (e *Engine) known(s *shard, now Time, k uint64, i int, ch *Changes, d *Decision) (touched bool) {
 	if en := s.t.slots[i].e; uint64(now) >= uint64(en.last())+e.p.touch {
 		en = passedEntry(en.first, now)
 		s.t.slots[i].e = en
@@ -473,13 +480,14 @@ func (e *Engine) known(s *shard, now Time, k uint64, i int, ch *Changes) (Decisi
 		touched = true
 	}
 	s.stats.decisions[ReasonKnown]++
-	return Decision{Verdict: Pass, Reason: ReasonKnown, Key: k}, touched
+	*d = Decision{Verdict: Pass, Reason: ReasonKnown, Key: k}
+	return touched
 }
 
 // decide runs the greylisting table (DESIGN §1) for a triplet that was not
 // known a moment ago. s is locked. passed reports a first pass, which the
-// client's auto-whitelist count must hear of.
-func (e *Engine) decide(s *shard, now Time, k uint64, delay uint64, ch *Changes) (d Decision, passed bool) {
+// client's auto-whitelist count must hear of. It decides into d.
+func (e *Engine) decide(s *shard, now Time, k uint64, delay uint64, ch *Changes, d *Decision) (passed bool) {
 	i := s.t.find(k)
 	exists := i >= 0
 	var en entry
@@ -489,8 +497,8 @@ func (e *Engine) decide(s *shard, now Time, k uint64, delay uint64, ch *Changes)
 	live := exists && !e.p.expired(en, now)
 	switch {
 	case live && en.passed():
-		d, _ = e.known(s, now, k, i, ch)
-		return d, false
+		e.known(s, now, k, i, ch, d)
+		return false
 	case live && !en.tomb():
 		elapsed := uint64(0)
 		if now > en.born() {
@@ -501,17 +509,20 @@ func (e *Engine) decide(s *shard, now Time, k uint64, delay uint64, ch *Changes)
 				s.t.slots[i].e.word++
 			}
 			s.stats.decisions[ReasonEarlyRetry]++
-			return Decision{Verdict: Defer, Reason: ReasonEarlyRetry, Left: uint32(delay - elapsed), Key: k}, false
+			*d = Decision{Verdict: Defer, Reason: ReasonEarlyRetry, Left: uint32(delay - elapsed), Key: k}
+			return false
 		}
 		nen := passedEntry(en.first, now)
 		s.put(k, en, true, nen)
 		ch.addTriplet(k, nen)
 		s.stats.decisions[ReasonPassed]++
-		return Decision{Verdict: Pass, Reason: ReasonPassed, Delayed: uint32(elapsed), Key: k}, true
+		*d = Decision{Verdict: Pass, Reason: ReasonPassed, Delayed: uint32(elapsed), Key: k}
+		return true
 	}
 	if !exists && !s.makeRoom(now, &e.p, e.maxPerShard) {
 		s.stats.decisions[ReasonOverflow]++
-		return Decision{Verdict: Pass, Reason: ReasonOverflow, Key: k}, false
+		*d = Decision{Verdict: Pass, Reason: ReasonOverflow, Key: k}
+		return false
 	}
 	nen := entry{first: e.p.birthAfter(now, en.first, live && en.tomb())}
 	s.put(k, en, exists, nen)
@@ -523,7 +534,8 @@ func (e *Engine) decide(s *shard, now Time, k uint64, delay uint64, ch *Changes)
 	}
 	ch.addTriplet(k, nen)
 	s.stats.decisions[ReasonNew]++
-	return Decision{Verdict: Defer, Reason: ReasonNew, Left: uint32(delay), Key: k}, false
+	*d = Decision{Verdict: Defer, Reason: ReasonNew, Left: uint32(delay), Key: k}
+	return false
 }
 
 // clientListed reports whether the client network is auto-whitelisted,

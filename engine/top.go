@@ -52,11 +52,15 @@ type topRing struct {
 	slots [topRingSize]topSlot
 }
 
-// sampleDefer samples a defer of the prepared request st at now.
+// sampled says whether the defer of key k at now is one of those sampled:
+// a test small enough to inline, so that the defers not sampled (7 in 8)
+// cost no call.
+func sampled(now Time, k uint64) bool {
+	return (k^uint64(now)*0x9e3779b97f4a7c15)>>(64-topSampleBits) == 0
+}
+
+// sampleDefer keeps a sampled defer of the prepared request st at now.
 func (r *topRing) sampleDefer(now Time, st *checkState, buf []byte) {
-	if (st.k^uint64(now)*0x9e3779b97f4a7c15)>>(64-topSampleBits) != 0 {
-		return
-	}
 	client := buf[secretLen+1 : st.senderAt-2]
 	sender := buf[st.senderAt:st.senderEnd]
 	domain := sender[bytes.LastIndexByte(sender, '@')+1:]

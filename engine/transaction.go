@@ -38,9 +38,9 @@ func (e *Engine) transactionKey(req *Request, st *checkState, buf []byte) uint64
 	return d.Sum64()
 }
 
-// transaction notes a pass for the request's transaction, or turns a
-// defer into a pass when another recipient of it passed.
-func (e *Engine) transaction(now Time, req *Request, st *checkState, buf []byte, d Decision) Decision {
+// transaction notes a pass d for the request's transaction, or turns a
+// defer d into a pass when another recipient of it passed.
+func (e *Engine) transaction(now Time, req *Request, st *checkState, buf []byte, d *Decision) {
 	tk := e.transactionKey(req, st, buf)
 	s := e.shardOf(tk)
 	s.mu.Lock()
@@ -68,8 +68,7 @@ func (e *Engine) transaction(now Time, req *Request, st *checkState, buf []byte,
 			// stays right (unsigned counters wrap and sum alike).
 			s.stats.decisions[d.Reason]--
 			s.stats.decisions[ReasonTransaction]++
-			return Decision{Verdict: Pass, Reason: ReasonTransaction, Key: d.Key, Ident: d.Ident, NameAt: d.NameAt}
+			*d = Decision{Verdict: Pass, Reason: ReasonTransaction, Key: d.Key, Ident: d.Ident, NameAt: d.NameAt}
 		}
 	}
-	return d
 }
