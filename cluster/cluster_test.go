@@ -289,9 +289,17 @@ func TestNATSOutage(t *testing.T) {
 	a.expect(t0, triplet(1), engine.Defer, engine.ReasonNew)
 	a.hears(ctx, b)
 
+	// A request in flight when the connection drops gives up at once,
+	// rather than wait out its timeout past the reconnect.
+	sess := a.n.session()
 	ns.stop()
 	if err := a.n.Wait(ctx, func(s Stats) bool { return !s.Connected }); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-sess.Done():
+	case <-ctx.Done():
+		t.Fatal("the session of the dropped connection did not end")
 	}
 	// Both keep answering from their own state, and log for the fleet.
 	for i := 2; i < 30; i++ {

@@ -45,7 +45,7 @@ func (n *Node) consume() {
 		if n.ctx.Err() != nil {
 			return
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, context.Canceled) { // a dropped connection is logged already
 			n.broken.Store(true)
 			n.warn.log("applying the fleet's records failed; retrying", "err", err)
 		}
@@ -57,11 +57,14 @@ func (n *Node) consume() {
 }
 
 func (n *Node) consumeSession() error {
-	if err := n.catchUpStart(n.ctx); err != nil {
+	// Requests give up when the connection drops; the ordered consumer,
+	// once made, rides out reconnects by itself.
+	sess := n.session()
+	if err := n.catchUpStart(sess); err != nil {
 		return err
 	}
 	start := n.applied.Load() + 1
-	cons, err := n.js.OrderedConsumer(n.ctx, n.opts.Stream, jetstream.OrderedConsumerConfig{
+	cons, err := n.js.OrderedConsumer(sess, n.opts.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subjectPrefix + ">"},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    start,

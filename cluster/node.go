@@ -73,6 +73,12 @@ type Node struct {
 	pubSeq     atomic.Uint64 // stream sequence of this node's last message acknowledged
 	changeMu   sync.Mutex
 	joined     chan struct{} // closed and replaced at each connect
+	// sess ends when the connection drops: requests in flight then (a
+	// stream lookup, a publish awaiting its ack) give up at once rather
+	// than wait out their timeouts past the reconnect. Guarded by
+	// changeMu; nil until session makes one.
+	sess     context.Context
+	sessStop context.CancelFunc
 	changed    chan struct{} // closed and replaced when the node's progress changes
 	snapSeq    atomic.Uint64 // applied, as the last snapshot began
 	acked      atomic.Uint64 // last log index the stream acknowledged
@@ -244,6 +250,7 @@ func (n *Node) connect() (*nats.Conn, error) {
 		nats.ReconnectHandler(func(c *nats.Conn) { n.onConnect(c, "reconnected to NATS") }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			n.connected.Store(false)
+			n.endSession()
 			n.progressed()
 			if n.ctx.Err() != nil {
 				return // Close's own: the node is stopping, not serving alone
@@ -301,6 +308,27 @@ func (n *Node) onConnect(c *nats.Conn, msg string) {
 	select {
 	case n.connC <- struct{}{}:
 	default:
+	}
+}
+
+// session returns the context of the connection as it is now, which ends
+// when the connection drops or the node closes.
+func (n *Node) session() context.Context {
+	n.changeMu.Lock()
+	defer n.changeMu.Unlock()
+	if n.sess == nil {
+		n.sess, n.sessStop = context.WithCancel(n.ctx)
+	}
+	return n.sess
+}
+
+// endSession ends the session of a connection that dropped.
+func (n *Node) endSession() {
+	n.changeMu.Lock()
+	defer n.changeMu.Unlock()
+	if n.sessStop != nil {
+		n.sessStop()
+		n.sess, n.sessStop = nil, nil
 	}
 }
 

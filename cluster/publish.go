@@ -28,6 +28,14 @@ func (n *Node) publish() {
 			return
 		}
 		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				// The connection dropped, which is logged already: go on
+				// once it is back.
+				if !n.pause(retry) {
+					return
+				}
+				continue
+			}
 			n.warn.log("shipping the log to the stream failed; retrying", "err", err,
 				"hint", "the log keeps every change until the stream acknowledges it")
 			if !n.pause(retry) {
@@ -42,7 +50,7 @@ func (n *Node) publish() {
 
 // shipSession finds where to go on and ships until an error.
 func (n *Node) shipSession() error {
-	ctx := n.ctx
+	ctx := n.session()
 	last, ok, err := n.lastShipped(ctx)
 	if err != nil {
 		return err
