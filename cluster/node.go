@@ -69,16 +69,16 @@ type Node struct {
 	caughtUp  atomic.Bool
 	broken    atomic.Bool // setting up or applying fails: the node is alone
 
-	applied    atomic.Uint64 // stream sequence of the last message handled
-	pubSeq     atomic.Uint64 // stream sequence of this node's last message acknowledged
-	changeMu   sync.Mutex
-	joined     chan struct{} // closed and replaced at each connect
+	applied  atomic.Uint64 // stream sequence of the last message handled
+	pubSeq   atomic.Uint64 // stream sequence of this node's last message acknowledged
+	changeMu sync.Mutex
+	joined   chan struct{} // closed and replaced at each connect
 	// sess ends when the connection drops: requests in flight then (a
 	// stream lookup, a publish awaiting its ack) give up at once rather
 	// than wait out their timeouts past the reconnect. Guarded by
 	// changeMu; nil until session makes one.
-	sess     context.Context
-	sessStop context.CancelFunc
+	sess       context.Context
+	sessStop   context.CancelFunc
 	changed    chan struct{} // closed and replaced when the node's progress changes
 	snapSeq    atomic.Uint64 // applied, as the last snapshot began
 	acked      atomic.Uint64 // last log index the stream acknowledged
