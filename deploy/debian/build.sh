@@ -9,7 +9,8 @@
 #   /usr/share/man/man8/greyhold.8.gz      made by greyhold manpage from the flags
 #   /usr/share/greyhold/                   the Grafana dashboard and the Prometheus rules
 #   /usr/share/doc/greyhold/               README, changelog, copyright (with the
-#                                          licences of the Go modules linked in)
+#                                          licences of the Go modules linked in),
+#                                          examples/greylist-suspicious.conf
 #   /usr/share/lintian/overrides/greyhold  the lintian tags explained
 #   postinst, prerm, postrm                the user, the state directory, the unit
 #
@@ -99,7 +100,7 @@ build() {
 	rm -rf "$root"
 	mkdir -p "$root/DEBIAN"
 	install -d "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/greyhold" \
-		"$root/usr/share/man/man8" "$root/usr/share/doc/greyhold" "$root/usr/share/lintian/overrides" \
+		"$root/usr/share/man/man8" "$root/usr/share/doc/greyhold/examples" "$root/usr/share/lintian/overrides" \
 		"$root/usr/share/greyhold/grafana" "$root/usr/share/greyhold/prometheus"
 
 	# An empty build ID: the same commit, built in the same directory,
@@ -124,6 +125,7 @@ build() {
 	install -m 644 deploy/grafana/greyhold.json "$root/usr/share/greyhold/grafana/"
 	install -m 644 deploy/prometheus/greyhold-alerts.yml "$root/usr/share/greyhold/prometheus/"
 	gzip -9n <README.md >"$root/usr/share/doc/greyhold/README.md.gz"
+	install -m 644 examples/greylist-suspicious.conf "$root/usr/share/doc/greyhold/examples/"
 	copyright "$root/usr/bin/greyhold" >"$root/usr/share/doc/greyhold/copyright"
 	{
 		printf 'greyhold (%s) unstable; urgency=medium\n\n' "$version"

@@ -131,6 +131,7 @@ check_contents() {
 	dpkg-deb -e "$deb" "$x/DEBIAN"
 	for f in usr/bin/greyhold lib/systemd/system/greyhold.service etc/greyhold/greyhold.env \
 		usr/share/man/man8/greyhold.8.gz usr/share/doc/greyhold/copyright usr/share/doc/greyhold/changelog.gz \
+		usr/share/doc/greyhold/examples/greylist-suspicious.conf \
 		usr/share/greyhold/grafana/greyhold.json usr/share/greyhold/prometheus/greyhold-alerts.yml; do
 		[[ -f $x/$f ]] || fail "$deb has no /$f"
 	done
