@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -627,4 +628,40 @@ func TestCloseIsNoOutage(t *testing.T) {
 	if log := out.String(); !strings.Contains(log, "connected to NATS") || strings.Contains(log, "disconnected") {
 		t.Fatalf("the node's log over a start and a stop:\n%s", log)
 	}
+}
+
+// signalWriter collects a log and closes seen once a line holds want.
+type signalWriter struct {
+	testutil.SyncBuffer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	n, err := w.SyncBuffer.Write(p)
+	if strings.Contains(string(p), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return n, err
+}
+
+// TestConnectFailureLogged: a node whose NATS goes away and cannot be
+// reached again logs why each time it fails to reconnect (rate-limited),
+// the line the disconnect alert sends the operator to.
+func TestConnectFailureLogged(t *testing.T) {
+	ns := startNATS(t)
+	ctx := guard(t)
+	w := &signalWriter{want: "could not connect to NATS; retrying", seen: make(chan struct{})}
+	a := newNode(t, ns.url, "mx1", "", "", func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(w, nil)) })
+	ns.stop()
+	select {
+	case <-w.seen:
+	case <-ctx.Done():
+		t.Fatalf("no line says the reconnect failed:\n%s", w.String())
+	}
+	if log := w.String(); !strings.Contains(log, "err=") || !strings.Contains(log, "urls=") {
+		t.Errorf("the line lacks the error or the URLs:\n%s", log)
+	}
+	a.close()
 }

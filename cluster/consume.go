@@ -42,17 +42,28 @@ func (n *Node) consume() {
 			return
 		}
 		err := n.consumeSession()
-		if n.ctx.Err() != nil {
+		switch {
+		case n.ctx.Err() != nil:
 			return
-		}
-		if err != nil && !errors.Is(err, context.Canceled) { // a dropped connection is logged already
+		case errors.Is(err, context.Canceled):
+			// The connection dropped, which is logged already:
+			// waitConnected holds the next session until it is back.
+			retry = time.Second
+			continue
+		case err == nil:
+			// The iterator ended while connected: start again after a
+			// pause, at the first retry's.
+			retry = time.Second
+		default:
 			n.broken.Store(true)
 			n.warn.log("applying the fleet's records failed; retrying", "err", err)
 		}
 		if !n.pause(retry) {
 			return
 		}
-		retry = min(2*retry, 30*time.Second)
+		if err != nil {
+			retry = min(2*retry, 30*time.Second)
+		}
 	}
 }
 
@@ -98,7 +109,7 @@ func (n *Node) consumeSession() error {
 		}
 		seq := meta.Sequence.Stream
 		if prev := n.applied.Load(); seq > prev+1 && prev > 0 {
-			if err := n.checkTrimmed(prev, seq); err != nil {
+			if err := n.checkTrimmed(sess, prev, seq); err != nil {
 				return err
 			}
 		}
@@ -122,15 +133,15 @@ func (n *Node) markCaughtUp() {
 // checkTrimmed is called when the consumer skips from prev to seq: if the
 // stream lost the messages between (its limits trimmed them while the node
 // was away), the node merges the newest fleet snapshot for them.
-func (n *Node) checkTrimmed(prev, seq uint64) error {
-	info, err := n.str.Info(n.ctx)
+func (n *Node) checkTrimmed(ctx context.Context, prev, seq uint64) error {
+	info, err := n.str.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", n.opts.Stream, err)
 	}
 	if info.State.FirstSeq <= prev+1 {
 		return nil // other subjects of an operator's stream, or deleted messages
 	}
-	return n.bootstrap(n.ctx, fmt.Sprintf("the stream dropped sequences %d to %d before this node applied them", prev+1, info.State.FirstSeq-1), seq)
+	return n.bootstrap(ctx, fmt.Sprintf("the stream dropped sequences %d to %d before this node applied them", prev+1, info.State.FirstSeq-1), seq)
 }
 
 // handle applies one message, whole or not at all.
@@ -151,7 +162,10 @@ func (n *Node) handle(msg jetstream.Msg, seq uint64) {
 	switch h.Get(hdrKind) {
 	case kindFrames:
 	case kindSnapshot:
-		if err := n.mergeShipped(n.ctx, node, h); err != nil {
+		ctx, cancel := context.WithTimeout(n.ctx, bootstrapWait)
+		err := n.mergeShipped(ctx, node, h)
+		cancel()
+		if err != nil {
 			n.skip("snapshot", node, seq, err)
 		}
 		return

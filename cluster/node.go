@@ -62,7 +62,6 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	connC     chan struct{} // a connect or reconnect happened
 	setUp     atomic.Bool
 	connected atomic.Bool
 	refused   atomic.Pointer[string]
@@ -73,6 +72,7 @@ type Node struct {
 	pubSeq   atomic.Uint64 // stream sequence of this node's last message acknowledged
 	changeMu sync.Mutex
 	joined   chan struct{} // closed and replaced at each connect
+	closed   chan struct{} // closed by nats.go once the connection is closed, its callbacks run
 	// sess ends when the connection drops: requests in flight then (a
 	// stream lookup, a publish awaiting its ack) give up at once rather
 	// than wait out their timeouts past the reconnect. Guarded by
@@ -122,11 +122,11 @@ func New(st Store, opts Options) (*Node, error) {
 		st:      st,
 		id:      st.Identity(),
 		log:     opts.Logger.With("component", "cluster", "node", opts.NodeID),
-		connC:   make(chan struct{}, 1),
 		uploadC: make(chan store.SnapshotInfo, 1),
 		peers:   map[string]*peer{},
 		changed: make(chan struct{}),
 		joined:  make(chan struct{}),
+		closed:  make(chan struct{}),
 	}
 	n.fleet = fleetID(n.id)
 	n.key = keyID(n.id.SecretID)
@@ -258,6 +258,11 @@ func (n *Node) connect() (*nats.Conn, error) {
 			n.log.Warn("disconnected from NATS: serving alone until it is back", "err", err,
 				"hint", "the log keeps every change; the fleet converges once NATS returns")
 		}),
+		nats.ClosedHandler(func(*nats.Conn) { close(n.closed) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			n.warn.log("could not connect to NATS; retrying", "urls", n.opts.URLs, "err", err,
+				"hint", "a refusal, a TLS or certificate error, an authorization violation or a timeout: check the servers, the network to them, and the CA, certificate and credentials given")
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			n.warn.log("NATS reported an error", "err", err)
 		}),
@@ -305,10 +310,6 @@ func (n *Node) onConnect(c *nats.Conn, msg string) {
 	n.joined = make(chan struct{})
 	n.changeMu.Unlock()
 	n.progressed()
-	select {
-	case n.connC <- struct{}{}:
-	default:
-	}
 }
 
 // session returns the context of the connection as it is now, which ends
@@ -332,18 +333,26 @@ func (n *Node) endSession() {
 	}
 }
 
-// waitConnected returns once the connection is up, or ctx's error.
+// waitConnected returns once the connection is up, or ctx's error. Every
+// waiter (publisher, consumer, setup) wakes at a connect: joined is a
+// broadcast, taken before connected is read so that a connect between the
+// two is not missed.
 func (n *Node) waitConnected(ctx context.Context) error {
-	for !n.connected.Load() {
+	for {
+		n.changeMu.Lock()
+		joined := n.joined
+		n.changeMu.Unlock()
+		if n.connected.Load() {
+			return nil
+		}
 		select {
-		case <-n.connC:
+		case <-joined:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-n.ctx.Done():
 			return n.ctx.Err()
 		}
 	}
-	return nil
 }
 
 // run sets the node up on its first connection (if Start could not), then
@@ -358,7 +367,7 @@ func (n *Node) run() {
 		switch {
 		case errors.Is(err, ErrRefused):
 			n.log.Error("this node is refused by the fleet: replication stays off, the node serves alone", "err", err,
-				"hint", "give it the fleet's secret (--secret-file or the data directory's secret) and key options, then restart it")
+				"hint", "start it on a new, empty data directory with the fleet's secret (--secret-file) and key options: this directory's state is keyed by its own")
 			return
 		case err != nil && n.ctx.Err() == nil:
 			n.broken.Store(true)
@@ -524,7 +533,7 @@ func (n *Node) checkIdentity(ctx context.Context) error {
 	case fleet.SecretID != mine.SecretID:
 		return fmt.Errorf("%w: the secret differs: id %s, the fleet's %s (recorded by %s): this data directory's state is keyed by its own secret and cannot join; start the node on a new, empty data directory with the fleet's secret (--secret-file, or the fleet's secret file copied into it as secret)", ErrRefused, mine.SecretID, fleet.SecretID, fleet.By)
 	case !sameKeys:
-		return fmt.Errorf("%w: the key options differ: %q, the fleet's %q (recorded by %s): start this node with the fleet's prefix lengths, normalisation and identity mode", ErrRefused, mine.Keys, fleet.Keys, fleet.By)
+		return fmt.Errorf("%w: the key options differ: %q, the fleet's %q (recorded by %s): start the node on a new, empty data directory with the fleet's prefix lengths, normalisation and identity mode (this directory's state is keyed by its own)", ErrRefused, mine.Keys, fleet.Keys, fleet.By)
 	case fleet.Keys != mine.Keys:
 		n.log.Warn("this node's public suffix list is not the one the fleet recorded: names the two lists classify apart are keyed apart",
 			"mine", mine.Keys, "fleet", fleet.Keys, "hint", "upgrade every node to the same greyhold")
@@ -556,6 +565,13 @@ func (n *Node) Close() error {
 	n.wg.Wait()
 	if n.nc != nil {
 		n.nc.Close()
+		// nats.go runs its callbacks on a goroutine of its own: the
+		// disconnect's comes before the close's, and neither logs after
+		// Close has returned.
+		select {
+		case <-n.closed:
+		case <-time.After(5 * time.Second):
+		}
 	}
 	if n.pin != nil {
 		n.pin.Release()

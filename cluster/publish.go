@@ -29,11 +29,8 @@ func (n *Node) publish() {
 		}
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
-				// The connection dropped, which is logged already: go on
-				// once it is back.
-				if !n.pause(retry) {
-					return
-				}
+				// The connection dropped, which is logged already:
+				// waitConnected holds the next session until it is back.
 				continue
 			}
 			n.warn.log("shipping the log to the stream failed; retrying", "err", err,

@@ -186,7 +186,7 @@ func (n *Node) fetchAndImport(ctx context.Context, info *jetstream.ObjectInfo) (
 
 // bootstrapWait bounds a bootstrap: long enough to download and merge a
 // big fleet snapshot over a slow link (a 10M-triplet fleet's is merged in
-// about 2 s on loopback), short enough that a stalled download is retried.
+// about 1.6 s on loopback), short enough that a stalled download is retried.
 const bootstrapWait = 10 * time.Minute
 
 // bootstrap merges the newest snapshot of the fleet, because the stream no

@@ -168,7 +168,44 @@ func TestReplayProperty(t *testing.T) {
 // repeat a triplet back to back, hold bad requests, and keys too long for
 // the stack buffer.
 func TestCheckBatchIsSequential(t *testing.T) {
-	mut := func(o *Options) { o.AutoWhitelistClients = 2; o.MaxEntries = 64 }
+	t.Run("plain", func(t *testing.T) {
+		testBatchIsSequential(t, func(o *Options) { o.AutoWhitelistClients = 2; o.MaxEntries = 64 })
+	})
+	// Selection rules that pass, greylist with a delay of their own and
+	// note, and recipients of one transaction: every field of a Decision
+	// is set on some path, through results reused from batch to batch.
+	t.Run("rules and transactions", func(t *testing.T) {
+		var sel Selection
+		for _, l := range []string{
+			"partner: client in 192.0.1.0/24 and sender-domain in sender.example => pass",
+			"watch: recipient-domain in example.test => none",
+			"slow: client in 192.0.2.0/24 => greylist delay=60s",
+		} {
+			r, err := ParseSelectRule(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sel.Rules = append(sel.Rules, r)
+		}
+		sel.Default = ActGreylist
+		seen := testBatchIsSequential(t, func(o *Options) {
+			o.AutoWhitelistClients = 2
+			o.MaxEntries = 64
+			o.Select = sel
+			o.PassTransactionRecipients = true
+		})
+		if seen.rulePass == 0 || seen.ruleDelay == 0 || seen.noted == 0 || seen.transaction == 0 {
+			t.Fatalf("the workload met %+v: every kind at least once was meant", seen)
+		}
+	})
+}
+
+// batchSeen counts the decisions of a run that only rules and
+// transactions make.
+type batchSeen struct{ rulePass, ruleDelay, noted, transaction int }
+
+func testBatchIsSequential(t *testing.T, mut func(*Options)) batchSeen {
+	var seen batchSeen
 	one, batch := newEngine(t, mut), newEngine(t, mut)
 	w := testutil.NewWorkload(11, testutil.T0)
 	long := strings.Repeat("x", 300)
@@ -193,6 +230,8 @@ func TestCheckBatchIsSequential(t *testing.T) {
 					req = reqs[len(reqs)-1]
 				}
 			}
+			// Transactions of a few recipients each.
+			req.Instance = fmt.Sprintf("t%d", w.R.IntN(4))
 			reqs = append(reqs, req)
 		}
 		var want []byte
@@ -201,10 +240,24 @@ func TestCheckBatchIsSequential(t *testing.T) {
 		for i := range reqs {
 			var ch Changes
 			wantRes[i].Decision, wantRes[i].Err = one.Check(now, &reqs[i], &ch)
+			switch d := wantRes[i].Decision; {
+			case d.Reason == ReasonRule:
+				seen.rulePass++
+			case d.Reason == ReasonTransaction:
+				seen.transaction++
+			case d.Rule != 0:
+				seen.ruleDelay++
+			}
+			if wantRes[i].Noted != 0 {
+				seen.noted++
+			}
 			want = append(want, ch.Bytes()...)
 			wantN += ch.Count()
 		}
 		res = slices.Grow(res[:0], len(reqs))[:len(reqs)]
+		for i := range res { // the last batch's results, or junk: all overwritten
+			res[i].Decision = Decision{Verdict: Pass, Reason: ReasonRule, Left: 9, Delayed: 9, Key: 9, Ident: IdentName, NameAt: 9, Rule: 9, Noted: 9}
+		}
 		var n int
 		recs, n = batch.CheckBatch(now, reqs, res, recs[:0])
 		for i := range reqs {
@@ -217,4 +270,5 @@ func TestCheckBatchIsSequential(t *testing.T) {
 		}
 		w.Now += Time(w.R.IntN(600))
 	}
+	return seen
 }

@@ -68,7 +68,7 @@ func (e *Engine) transaction(now Time, req *Request, st *checkState, buf []byte,
 			// stays right (unsigned counters wrap and sum alike).
 			s.stats.decisions[d.Reason]--
 			s.stats.decisions[ReasonTransaction]++
-			*d = Decision{Verdict: Pass, Reason: ReasonTransaction, Key: d.Key, Ident: d.Ident, NameAt: d.NameAt}
+			*d = Decision{Verdict: Pass, Reason: ReasonTransaction, Key: d.Key}
 		}
 	}
 }

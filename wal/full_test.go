@@ -14,7 +14,8 @@ import (
 // TestSealOnFullDiskSaysWhatToFree: the one repair that needs room, a new
 // segment after a last segment with damage before good frames, fails on a
 // file system with no inode left; the start then fails saying what it
-// could not do and what to free, and succeeds once a file is freed.
+// could not do and what to free, and succeeds once one file is freed (the
+// new segment's inode).
 func TestSealOnFullDiskSaysWhatToFree(t *testing.T) {
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=64", "tmpfs", mnt).CombinedOutput(); err != nil {
@@ -55,7 +56,7 @@ func TestSealOnFullDiskSaysWhatToFree(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "seal damaged segment") || !strings.Contains(err.Error(), "free a little space in "+dir) {
 		t.Fatalf("Open on a full disk = %v, want an error naming the seal and what to free", err)
 	}
-	for _, p := range fillers[len(fillers)-2:] {
+	for _, p := range fillers[len(fillers)-1:] {
 		if err := os.Remove(p); err != nil {
 			t.Fatal(err)
 		}
