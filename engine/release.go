@@ -3,7 +3,6 @@ package engine
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
@@ -257,12 +256,7 @@ func (e *Engine) matchingRules(now Time, addr netip.Addr, name string, sender, r
 			out = append(out, RuleInfo{Kind: id.kind, Value: id.display(), Added: Time(st.stamp >> 20), Expires: st.expires})
 		}
 	}
-	slices.SortFunc(out, func(a, b RuleInfo) int {
-		if a.Kind != b.Kind {
-			return int(a.Kind) - int(b.Kind)
-		}
-		return strings.Compare(a.Value, b.Value)
-	})
+	sortRules(out)
 	return out
 }
 

@@ -479,13 +479,18 @@ func (e *Engine) RulesAt(now Time) []RuleInfo {
 			out = append(out, RuleInfo{Kind: id.kind, Value: id.display(), Added: Time(st.stamp >> 20), Expires: st.expires})
 		}
 	}
-	slices.SortFunc(out, func(a, b RuleInfo) int {
+	sortRules(out)
+	return out
+}
+
+// sortRules orders rules by kind, then value, as listings show them.
+func sortRules(rs []RuleInfo) {
+	slices.SortFunc(rs, func(a, b RuleInfo) int {
 		if a.Kind != b.Kind {
 			return int(a.Kind) - int(b.Kind)
 		}
 		return strings.Compare(a.Value, b.Value)
 	})
-	return out
 }
 
 // ExportRules returns every rule state, removals included, as records, for

@@ -99,16 +99,7 @@ func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx, metrics fasthttp.RequestHa
 		if !s.allow(ctx, method, "GET", "POST", "DELETE") {
 			return
 		}
-		var body []byte
-		if method != "GET" {
-			var rb requestBody
-			defer rb.release()
-			var ok bool
-			if body, ok = s.readBody(ctx, &rb); !ok {
-				return
-			}
-		}
-		s.httpWhitelist(ctx, method, body)
+		s.withBody(ctx, method, func(body []byte) { s.httpWhitelist(ctx, method, body) })
 	case "/v1/triplet", "/v1/triplet/pass":
 		allowed := []string{"GET", "DELETE"}
 		if path == "/v1/triplet/pass" {
@@ -118,16 +109,7 @@ func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx, metrics fasthttp.RequestHa
 		if !s.allow(ctx, method, allowed...) || (method == "GET" && !s.authorized(ctx)) {
 			return
 		}
-		var body []byte
-		if method != "GET" {
-			var rb requestBody
-			defer rb.release()
-			var ok bool
-			if body, ok = s.readBody(ctx, &rb); !ok {
-				return
-			}
-		}
-		s.httpTriplet(ctx, path, method, body)
+		s.withBody(ctx, method, func(body []byte) { s.httpTriplet(ctx, path, method, body) })
 	case "/v1/client":
 		if s.allow(ctx, method, "GET", "DELETE") && (method != "GET" || s.authorized(ctx)) {
 			s.httpClient(ctx, method)

@@ -229,6 +229,30 @@ func readConfigFile(r io.Reader, path string) (map[string]string, error) {
 	return out, sc.Err()
 }
 
+// applyConfig reads the config file (configFile, or GREYHOLD_CONFIG when it
+// is empty; none if both are) and applies it and the environment to fs, as
+// applySources does.
+func applyConfig(fs *flag.FlagSet, configFile string) error {
+	path := configFile
+	if path == "" {
+		path = os.Getenv(envName("config"))
+	}
+	var file map[string]string
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		file, err = readConfigFile(f, path)
+		f.Close()
+		if err != nil {
+			return err
+		}
+		delete(file, "config")
+	}
+	return applySources(fs, file, path)
+}
+
 // applySources fills in every flag not given on the command line from the
 // environment, then from the config file: the command line beats the
 // environment, which beats the file, which beats the default. A postgrey

@@ -65,26 +65,7 @@ func runImport(args []string) int {
 		fmt.Fprintf(os.Stderr, "greyhold import: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	cfgPath := c.configFile
-	if cfgPath == "" {
-		cfgPath = os.Getenv(envName("config"))
-	}
-	var file map[string]string
-	if cfgPath != "" {
-		f, err := os.Open(cfgPath)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "greyhold import: %v\n", err)
-			return 2
-		}
-		file, err = readConfigFile(f, cfgPath)
-		f.Close()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "greyhold import: %v\n", err)
-			return 2
-		}
-		delete(file, "config")
-	}
-	if err := applySources(fs, file, cfgPath); err != nil {
+	if err := applyConfig(fs, c.configFile); err != nil {
 		fmt.Fprintf(os.Stderr, "greyhold import: %v\n", err)
 		return 2
 	}

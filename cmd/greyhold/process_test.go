@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/greyhold/greyhold/internal/testutil"
 )
 
 // The process tests run the real greyhold binary, built once, on loopback
@@ -156,9 +158,7 @@ func (d *daemon) launch(t *testing.T) {
 	d.cmd, d.done = cmd, done
 	go func() {
 		err := cmd.Wait()
-		d.log.mu.Lock()
-		d.exitErr = err
-		d.log.mu.Unlock()
+		d.exitErr = err // read only once done is closed
 		close(done)
 	}()
 	t.Cleanup(func() {
@@ -220,16 +220,7 @@ func (d *daemon) logText() string {
 }
 
 // lockedBuffer collects a process's stderr.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type lockedBuffer struct{ testutil.SyncBuffer }
 
 // waitFor polls for s in the log, which the server writes every 100 ms,
 // up to 20 s.
@@ -242,12 +233,6 @@ func (l *lockedBuffer) waitFor(s string) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return true
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // policyConn is a Postfix policy connection that asks one request at a
