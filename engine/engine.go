@@ -7,7 +7,6 @@ import (
 	"math/bits"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -189,7 +188,7 @@ func New(opts Options, secret []byte) (*Engine, error) {
 		e.sel = &e.opts.Select
 	}
 	e.readNames = opts.Keys.Identity == IdentityName || opts.Select.NeedsNames()
-	e.names = &suffixCache{}
+	e.names = newSuffixCache()
 	e.top = &topRing{}
 	return e, nil
 }
@@ -240,7 +239,7 @@ func netEnd(p netip.Prefix) int {
 // was not decided and nothing changed.
 func (e *Engine) Check(now Time, req *Request, ch *Changes) (Decision, error) {
 	var st checkState
-	e.prepare(req, &st, nameHint{})
+	e.prepare(req, &st, &nameHint{})
 	var d Decision
 	err := e.finish(now, req, &st, ch, &d)
 	d.Ident, d.NameAt = st.ident, st.nameAt
@@ -278,13 +277,13 @@ func (e *Engine) CheckBatch(now Time, reqs []Request, res []Result, recs []byte)
 			hashes[i] = e.names.hint(reqs[i].ClientName)
 		}
 	}
-	e.prepare(&reqs[0], &st[0], hashes[0])
+	e.prepare(&reqs[0], &st[0], &hashes[0])
 	for i := range reqs {
 		if named && i+2 < len(reqs) {
 			hashes[(i+2)&3] = e.names.hint(reqs[i+2].ClientName)
 		}
 		if i+1 < len(reqs) {
-			e.prepare(&reqs[i+1], &st[(i+1)&1], hashes[(i+1)&3])
+			e.prepare(&reqs[i+1], &st[(i+1)&1], &hashes[(i+1)&3])
 		}
 		ch.Reset()
 		r := &res[i]
@@ -303,7 +302,7 @@ func (e *Engine) CheckBatch(now Time, reqs []Request, res []Result, recs []byte)
 type checkState struct {
 	err                 error
 	addr                netip.Addr
-	network             netip.Prefix
+	network             netip.Prefix // unmade for a client keyed by name: see clientNetOf
 	kb                  keyBuf
 	big                 []byte // the key bytes when they outgrew kb
 	n                   int    // their length in kb otherwise
@@ -323,7 +322,7 @@ func (st *checkState) keyBytes() []byte {
 
 // prepare parses and normalises req into st and starts loading its home
 // slot. It reads no state under a lock and changes none.
-func (e *Engine) prepare(req *Request, st *checkState, nameHash nameHint) {
+func (e *Engine) prepare(req *Request, st *checkState, nameHash *nameHint) {
 	st.ident, st.nameAt = IdentNone, 0
 	addr, err := parseAddr(req.ClientAddr)
 	if err != nil {
@@ -336,18 +335,25 @@ func (e *Engine) prepare(req *Request, st *checkState, nameHash nameHint) {
 	}
 	st.err, st.big = nil, nil
 	st.addr = addr.Unmap().WithZone("")
-	st.network = clientNet(st.addr, &e.opts.Keys)
 	st.ident, st.nameAt = IdentNetwork, 0
-	ident := ""
-	st.names = nameFacts{}
+	ident, lower := "", false
+	st.names = 0
 	if e.readNames {
-		st.names = e.names.analyseName(req.ClientName, st.addr, nameHash)
-		if f := st.names; f.verified && !f.generic && e.opts.Keys.Identity == IdentityName {
-			ident = strings.TrimSuffix(req.ClientName, ".")[f.identAt:]
-			st.ident, st.nameAt = IdentName, uint8(f.identAt)
+		f := e.names.analyseName(req.ClientName, &st.addr, nameHash)
+		st.names = f
+		if f.keyed() && e.opts.Keys.Identity == IdentityName {
+			at, end := f.identity()
+			ident, lower = req.ClientName[at:end], f&nameLower != 0
+			st.ident, st.nameAt = IdentName, uint8(at)
 		}
 	}
-	buf, at, end := e.appendTriplet(st.kb[:0], st.network, ident, req.Sender, req.Recipient)
+	// A client keyed by name needs its network only for the
+	// auto-whitelist, which few checks reach: made there (clientNetOf).
+	st.network = netip.Prefix{}
+	if st.ident != IdentName {
+		st.network = clientNet(st.addr, &e.opts.Keys)
+	}
+	buf, at, end := e.appendTriplet(st.kb[:0], st.network, ident, lower, req.Sender, req.Recipient)
 	if len(buf) > len(st.kb) {
 		// A copy: keeping buf, which may be st.kb itself, would send st
 		// to the heap on every check.
@@ -367,7 +373,7 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes, d *
 		*d = Decision{}
 		return st.err
 	}
-	addr, network, buf, k := st.addr, st.network, st.keyBytes(), st.k
+	addr, buf, k := st.addr, st.keyBytes(), st.k
 	if rs := e.rules.Load(); (rs.n > 0 && e.match(rs, now, addr, req.ClientName, buf[st.senderAt:st.senderEnd], buf[st.senderEnd:])) ||
 		e.matchStatic(addr, req.ClientName, buf[st.senderEnd:]) {
 		s := e.shardOf(k)
@@ -378,7 +384,7 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes, d *
 		return nil
 	}
 	if e.sel == nil {
-		e.lookup(now, st, buf, k, network, e.p.delay, ch, d)
+		e.lookup(now, st, buf, k, e.p.delay, ch, d)
 		if e.opts.PassTransactionRecipients && req.Instance != "" {
 			e.transaction(now, req, st, buf, d)
 		}
@@ -393,7 +399,7 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes, d *
 		*d = Decision{Verdict: Pass, Reason: ReasonRule, Key: k, Rule: pick.rule, Noted: pick.noted}
 		return nil
 	}
-	e.lookup(now, st, buf, k, network, pick.delay, ch, d)
+	e.lookup(now, st, buf, k, pick.delay, ch, d)
 	if e.opts.PassTransactionRecipients && req.Instance != "" {
 		e.transaction(now, req, st, buf, d)
 	}
@@ -403,14 +409,14 @@ func (e *Engine) finish(now Time, req *Request, st *checkState, ch *Changes, d *
 
 // lookup is the triplet lookup of a request no whitelist or rule passed,
 // with the delay its rule gave it, deciding into d.
-func (e *Engine) lookup(now Time, st *checkState, buf []byte, k uint64, network netip.Prefix, delay uint64, ch *Changes, d *Decision) {
+func (e *Engine) lookup(now Time, st *checkState, buf []byte, k uint64, delay uint64, ch *Changes, d *Decision) {
 	s := e.shardOf(k)
 	s.mu.Lock()
 	if i := s.t.find(k); i >= 0 && s.t.slots[i].e.passed() && !e.p.expired(s.t.slots[i].e, now) {
 		touched := e.known(s, now, k, i, ch, d)
 		s.mu.Unlock()
 		if touched && e.p.awl > 0 {
-			e.touchClient(now, e.clientKey(st, buf, network), ch)
+			e.touchClient(now, e.clientKey(st, buf), ch)
 		}
 		return
 	}
@@ -418,7 +424,7 @@ func (e *Engine) lookup(now Time, st *checkState, buf []byte, k uint64, network 
 
 	var ck uint64
 	if e.p.awl > 0 {
-		ck = e.clientKey(st, buf, network)
+		ck = e.clientKey(st, buf)
 		if e.clientListed(now, ck, ch) {
 			*d = Decision{Verdict: Pass, Reason: ReasonClientAWL, Key: k}
 			return
@@ -456,18 +462,24 @@ func checkAddresses(req *Request) error {
 // counted per network whatever the identity: a verified name never
 // whitelists a whole provider. In network mode the triplet's key bytes
 // begin with it.
-func (e *Engine) clientKey(st *checkState, buf []byte, network netip.Prefix) uint64 {
+func (e *Engine) clientKey(st *checkState, buf []byte) uint64 {
 	if st.ident == IdentName {
-		var b [secretLen + 1 + 18]byte
-		copy(b[:], e.secret[:])
-		b[secretLen] = 'c'
-		return xxhash.Sum64(appendNet(b[:secretLen+1], network))
+		return e.clientKeyOf(e.clientNetOf(st))
 	}
-	end := netEnd(network)
+	end := netEnd(st.network)
 	buf[secretLen] = 'c'
 	k := xxhash.Sum64(buf[:end])
 	buf[secretLen] = 't'
 	return k
+}
+
+// clientNetOf is the client network of a prepared request, which prepare
+// leaves unmade for a client keyed by name.
+func (e *Engine) clientNetOf(st *checkState) netip.Prefix {
+	if st.ident == IdentName {
+		return clientNet(st.addr, &e.opts.Keys)
+	}
+	return st.network
 }
 
 // known answers into d for a passed, live triplet in slot i, refreshing
@@ -815,7 +827,7 @@ func (e *Engine) Stats() Stats {
 // network, as Check computes it for a client without a name identity.
 func (e *Engine) TripletKey(addr netip.Addr, sender, recipient string) uint64 {
 	var kb keyBuf
-	buf, _, _ := e.appendTriplet(kb[:0], clientNet(addr.Unmap().WithZone(""), &e.opts.Keys), "", sender, recipient)
+	buf, _, _ := e.appendTriplet(kb[:0], clientNet(addr.Unmap().WithZone(""), &e.opts.Keys), "", false, sender, recipient)
 	return xxhash.Sum64(buf)
 }
 
@@ -826,12 +838,16 @@ func (e *Engine) TripletKey(addr netip.Addr, sender, recipient string) uint64 {
 // byte (4 or 6). The length keeps sender and recipient apart without a
 // reserved separator. senderAt and senderEnd delimit the normalised
 // sender.
-func (e *Engine) appendTriplet(buf []byte, network netip.Prefix, ident string, sender, recipient string) (out []byte, senderAt, senderEnd int) {
+func (e *Engine) appendTriplet(buf []byte, network netip.Prefix, ident string, lower bool, sender, recipient string) (out []byte, senderAt, senderEnd int) {
 	buf = append(buf, e.secret[:]...)
 	buf = append(buf, 't')
 	if ident != "" {
 		buf = append(buf, 'n', byte(len(ident)))
-		buf = appendLower(buf, ident)
+		if lower {
+			buf = append(buf, ident...)
+		} else {
+			buf = appendLower(buf, ident)
+		}
 	} else {
 		buf = appendNet(buf, network)
 	}

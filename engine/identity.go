@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/zeebo/xxh3"
 	"golang.org/x/net/publicsuffix"
 )
 
@@ -102,13 +104,28 @@ const (
 const maxNameLen = 253
 
 // nameFacts is what the client name says about the client, beyond the
-// lowercased name itself.
-type nameFacts struct {
-	verified bool // a name Postfix confirmed: not "unknown", and a valid DNS name
-	generic  bool // verified, but generic (genericName)
-	// identAt is where the identity starts in the name, for a verified,
-	// non-generic name.
-	identAt int
+// lowercased name itself: flags, and for a verified, non-generic name
+// where its identity lies in it. One word, so that it travels in a
+// register from the cache to the key.
+type nameFacts uint32
+
+const (
+	nameVerified nameFacts = 1 << iota // a name Postfix confirmed: not "unknown", and a valid DNS name
+	nameGeneric                        // verified, but generic: the network stands for the client
+	nameLower                          // the identity is lowercase as it came: a key takes it as it is
+	nameAtShift  = 8                   // where the identity begins in the name
+	nameEndShift = 16                  // where it ends: a final dot left out
+)
+
+func (f nameFacts) verified() bool { return f&nameVerified != 0 }
+func (f nameFacts) generic() bool  { return f&nameGeneric != 0 }
+
+// keyed reports whether the name gives the client an identity.
+func (f nameFacts) keyed() bool { return f&(nameVerified|nameGeneric) == nameVerified }
+
+// identity returns where the identity is in the name (name[at:end]).
+func (f nameFacts) identity() (at, end int) {
+	return int(f >> nameAtShift & 0xff), int(f >> nameEndShift & 0xff)
 }
 
 // suffixCache remembers, for the rest of a name after its first label,
@@ -127,7 +144,13 @@ type nameFacts struct {
 type suffixCache struct {
 	lines  [suffixCacheLines][2 * suffixWays]atomic.Uint64
 	victim atomic.Uint32 // which slot of a full line a fill takes, in turn; an empty one first
+	// seed keys the cache's hashes: a slot is found by its 64-bit hash
+	// alone, so a name made to collide with another's rest would take
+	// that rest's facts. Random, the seed leaves no hash to aim at.
+	seed uint64
 }
+
+func newSuffixCache() *suffixCache { return &suffixCache{seed: rand.Uint64()} }
 
 // 2048 lines of four, 128 KiB: the rests a large MX hears from in a day
 // (measured with BenchmarkIdentityCost's 997 rests: at 8192 slots mapped
@@ -149,6 +172,7 @@ const (
 	restHex     = 1 << 13 // a run of eight hex digits, maybe the address
 	restMany    = 1 << 14 // more than restNums numbers, or eight one-hex-digit labels
 	restInvalid = 1 << 46 // not labels of a DNS name
+	restLower   = 1 << 47 // rest came with no capital letter
 	restV6Shift = 15      // 2 bits: parts that read as 1..4 hex digits, at most 3
 	restNShift  = 17      // 2 bits: numbers kept
 	restNumBits = 9       // each number, 511 when over 255
@@ -157,16 +181,24 @@ const (
 	restTagAt   = 48
 )
 
-func (c *suffixCache) lookup(h uint64, fill func() uint64) uint64 {
+// get returns the facts cached under h, if there are any. It is small
+// enough to be inlined into the check path: two lookups a check.
+func (c *suffixCache) get(h uint64) (uint64, bool) {
 	line := &c.lines[h&(suffixCacheLines-1)]
 	for w := 0; w < 2*suffixWays; w += 2 {
 		if line[w].Load() == h {
 			if v := line[w+1].Load(); v>>restTagAt == h>>restTagAt && v&restKnown != 0 {
-				return v & (1<<restTagAt - 1)
+				return v & (1<<restTagAt - 1), true
 			}
 		}
 	}
-	f := fill()
+	return 0, false
+}
+
+// put caches facts f under h, in an empty slot of its line if there is
+// one, else in the line's next slot in turn.
+func (c *suffixCache) put(h, f uint64) {
+	line := &c.lines[h&(suffixCacheLines-1)]
 	w := 2 * int(c.victim.Add(1)%suffixWays)
 	for e := 0; e < 2*suffixWays; e += 2 {
 		if line[e].Load() == 0 {
@@ -176,21 +208,23 @@ func (c *suffixCache) lookup(h uint64, fill func() uint64) uint64 {
 	}
 	line[w].Store(h)
 	line[w+1].Store(h>>restTagAt<<restTagAt | f)
-	return f
 }
 
 // nameInfo returns restNone when the whole name is a public suffix, from
 // the cache (under another hash than the rests') or the list.
 func (c *suffixCache) nameInfo(name string) uint64 {
-	h := xxhash.Sum64String(name) ^ 0x9e3779b97f4a7c15
-	return c.lookup(h, func() uint64 {
-		var b [maxNameLen]byte
-		lowerInto(b[:len(name)], name)
-		if ps, _ := publicsuffix.PublicSuffix(string(b[:len(name)])); len(ps) >= len(name) {
-			return restKnown | restNone
-		}
-		return restKnown
-	})
+	h := xxh3.HashStringSeed(name, c.seed) ^ 0x9e3779b97f4a7c15
+	if f, ok := c.get(h); ok {
+		return f
+	}
+	var b [maxNameLen]byte
+	lowerInto(b[:len(name)], name)
+	f := uint64(restKnown)
+	if ps, _ := publicsuffix.PublicSuffix(string(b[:len(name)])); len(ps) >= len(name) {
+		f |= restNone
+	}
+	c.put(h, f)
+	return f
 }
 
 // probeLabel stands for any first label when the list is asked about a
@@ -217,6 +251,9 @@ func lookupRest(raw string) uint64 {
 	name := string(b[:n])
 	ps, icann := publicsuffix.PublicSuffix(name)
 	f := uint64(restKnown)
+	if string(rest) == raw {
+		f |= restLower
+	}
 	regAt := 0
 	switch {
 	case len(ps) >= n:
@@ -462,27 +499,46 @@ func isDynamicWordFold(w string) bool {
 	return dynamicWords[string(b[:len(w)])]
 }
 
-// nameHint is a name's two cache hashes, made ahead of its check.
+// nameHint is a name's two cache hashes and its shape, made ahead of its
+// check.
 type nameHint struct {
-	label, rest uint64 // 0: not made
+	label, rest uint64 // 0: a name of one label or none, or too long
+	dot         uint8  // where the first label ends
+	n           uint8  // the name's length without a final dot
 }
 
 // labelSeed sets first labels' hashes apart from rests'.
 const labelSeed = 0x5bd1e9955bd1e995
 
-// hint returns the hashes a name's first label and rest are cached under
-// and starts loading their cache lines: a batch asks two requests ahead,
-// so the lines, as likely as the triplet table's slots to have left the
-// CPU's caches, are there when the name is read.
-func (c *suffixCache) hint(name string) nameHint {
-	name = strings.TrimSuffix(name, ".")
-	dot := strings.IndexByte(name, '.')
-	if dot < 0 || len(name) > maxNameLen {
+// hashName splits name at its first dot and hashes the two parts as the
+// cache keeps them. A name without a dot, with an empty first label, or
+// too long, gets no hashes: analyseName reads it whole. The hash is
+// XXH3, whose short-input path is inlined Go: it is made twice a check.
+func (c *suffixCache) hashName(name string) nameHint {
+	n := len(name)
+	if n > 0 && name[n-1] == '.' {
+		n--
+	}
+	if n > maxNameLen {
 		return nameHint{}
 	}
-	h := nameHint{label: xxhash.Sum64String(name[:dot]) ^ labelSeed, rest: xxhash.Sum64String(name[dot+1:])}
-	prefetchLine(uintptr(unsafe.Pointer(&c.lines[h.label&(suffixCacheLines-1)])))
-	prefetchLine(uintptr(unsafe.Pointer(&c.lines[h.rest&(suffixCacheLines-1)])))
+	dot := strings.IndexByte(name[:n], '.')
+	if dot <= 0 {
+		return nameHint{}
+	}
+	return nameHint{label: xxh3.HashStringSeed(name[:dot], c.seed) ^ labelSeed, rest: xxh3.HashStringSeed(name[dot+1:n], c.seed), dot: uint8(dot), n: uint8(n)}
+}
+
+// hint is hashName, starting to load the hashes' cache lines too: a
+// batch asks two requests ahead, so the lines, as likely as the triplet
+// table's slots to have left the CPU's caches, are there when the name is
+// read.
+func (c *suffixCache) hint(name string) nameHint {
+	h := c.hashName(name)
+	if h.label != 0 {
+		prefetchLine(uintptr(unsafe.Pointer(&c.lines[h.label&(suffixCacheLines-1)])))
+		prefetchLine(uintptr(unsafe.Pointer(&c.lines[h.rest&(suffixCacheLines-1)])))
+	}
 	return h
 }
 
@@ -529,37 +585,78 @@ func lookupLabel(label string) uint64 {
 // the name's hashes when hint has made them already. It allocates nothing
 // and, once its first label and rest are in the cache, reads the name
 // only to hash it.
-func (c *suffixCache) analyseName(name string, addr netip.Addr, h nameHint) nameFacts {
-	var f nameFacts
-	if len(name) > 0 && name[len(name)-1] == '.' {
-		name = name[:len(name)-1]
-	}
-	if name == "" || len(name) > maxNameLen || (len(name) == 7 && strings.EqualFold(name, "unknown")) {
-		return f
-	}
-	dot := strings.IndexByte(name, '.')
-	var sc nameScan
-	if dot < 0 {
-		// One label, no registrable domain: a name, but a generic one.
-		_, ok := scanFirstLabel(name, &sc)
-		f.verified, f.generic = ok, ok
-		return f
-	}
-	label := name[:dot]
+func (c *suffixCache) analyseName(name string, addr *netip.Addr, hp *nameHint) nameFacts {
+	h := *hp
 	if h.label == 0 {
-		h = nameHint{label: xxhash.Sum64String(label) ^ labelSeed, rest: xxhash.Sum64String(name[dot+1:])}
-	}
-	linfo := c.lookup(h.label, func() uint64 { return lookupLabel(label) })
-	switch {
-	case linfo&labelBad != 0:
-		return f
-	case linfo&labelSlow != 0:
-		scanFirstLabel(name, &sc)
-	default:
-		sc.firstWord, sc.hexRun = -1, 0
-		if linfo&labelWord != 0 {
-			sc.firstWord = 0
+		if h = c.hashName(name); h.label == 0 {
+			return oneLabel(name)
 		}
+	}
+	linfo, ok := c.get(h.label)
+	if !ok {
+		linfo = lookupLabel(name[:h.dot])
+		c.put(h.label, linfo)
+	}
+	if linfo&labelBad != 0 {
+		return 0
+	}
+	// The rest is hashed as it came; its facts are those of its lowercase
+	// form, so a name in capitals only takes a slot of its own.
+	info, ok := c.get(h.rest)
+	if !ok {
+		info = lookupRest(name[h.dot+1 : h.n])
+		c.put(h.rest, info)
+	}
+	var f nameFacts
+	switch {
+	case info&restInvalid != 0:
+		return 0
+	case info&(restNone|restPrivate|restMany|restWords) != 0:
+		return nameVerified | nameGeneric
+	case info&restSuffix != 0:
+		// The registrable domain would be the whole name, unless the
+		// name is itself on the list (co.uk, blogspot.com): asked about
+		// the name itself, and remembered under it.
+		if c.nameInfo(name[:h.n])&restNone != 0 {
+			return nameVerified | nameGeneric
+		}
+		f = nameVerified | nameFacts(h.n)<<nameEndShift
+	case linfo&labelWord != 0:
+		return nameVerified | nameGeneric // the first label is in front of the registrable domain
+	default:
+		f = nameVerified | nameFacts(h.dot+1)<<nameAtShift | nameFacts(h.n)<<nameEndShift
+		if info&restLower != 0 {
+			f |= nameLower
+		}
+	}
+	// Most names of mail hosts have too few numbers to spell an address
+	// and no run of hex digits: told from the two facts alone. A label
+	// the cache holds has no number over 255, so none is the address as
+	// one number either.
+	if linfo&(labelSlow|labelHex) == 0 && info&restHex == 0 {
+		if addr.Is4() {
+			if nn, restN := linfo>>labelNAt&7, info>>restNShift&3; nn+restN < 4 && restN < 2 {
+				return f
+			}
+		} else if linfo>>labelV6At&3+info>>restV6Shift&3 < 3 {
+			return f
+		}
+	}
+	if spellsAddressOf(name[:h.n], linfo, info, *addr) {
+		return nameVerified | nameGeneric
+	}
+	return f
+}
+
+// spellsAddressOf is spellsAddress for a name whose first label's facts
+// are linfo: the label's numbers come from them, or, for a label with
+// more numbers than they hold, from reading it again.
+func spellsAddressOf(name string, linfo, info uint64, addr netip.Addr) bool {
+	var sc nameScan
+	if linfo&labelSlow != 0 {
+		scanFirstLabel(name, &sc)
+	} else {
+		sc.firstWord, sc.hexRun = -1, 0
 		if linfo&labelHex != 0 {
 			sc.hexRun = 8
 		}
@@ -569,35 +666,22 @@ func (c *suffixCache) analyseName(name string, addr netip.Addr, h nameHint) name
 			sc.nums[k] = uint32(linfo >> (labelNumAt + 8*k) & 0xff)
 		}
 	}
-	// The rest is hashed as it came; its facts are those of its lowercase
-	// form, so a name in capitals only takes a slot of its own.
-	rest := name[dot+1:]
-	info := c.lookup(h.rest, func() uint64 { return lookupRest(rest) })
-	if info&restInvalid != 0 {
-		return f
+	return spellsAddress(name, &sc, info, addr)
+}
+
+// oneLabel is analyseName for a name hashName does not split: one label,
+// a name and a generic one if it is a label at all, since it has no
+// registrable domain; nothing, or "unknown", or not a name.
+func oneLabel(name string) nameFacts {
+	name = strings.TrimSuffix(name, ".")
+	if name == "" || len(name) > maxNameLen || strings.IndexByte(name, '.') >= 0 || (len(name) == 7 && strings.EqualFold(name, "unknown")) {
+		return 0
 	}
-	f.verified = true
-	switch {
-	case info&(restNone|restPrivate|restMany|restWords) != 0:
-		f.generic = true
-		return f
-	case info&restSuffix != 0:
-		// The registrable domain would be the whole name, unless the
-		// name is itself on the list (co.uk, blogspot.com): asked about
-		// the name itself, and remembered under it.
-		if c.nameInfo(name)&restNone != 0 {
-			f.generic = true
-			return f
-		}
-	default:
-		f.identAt = dot + 1
-		if sc.firstWord >= 0 {
-			f.generic = true // the first label is in front of the registrable domain
-			return f
-		}
+	var sc nameScan
+	if _, ok := scanFirstLabel(name, &sc); !ok {
+		return 0
 	}
-	f.generic = spellsAddress(name, &sc, info, addr)
-	return f
+	return nameVerified | nameGeneric
 }
 
 // spellsAddress reports whether a name (lowercase, its first label up to
@@ -753,10 +837,12 @@ func (e *Engine) ClassifyName(addr, name string) (NameClass, error) {
 	if err != nil {
 		return NameClass{}, fmt.Errorf("%w: %q", ErrBadClientAddress, addr)
 	}
-	f := e.names.analyseName(name, a.Unmap().WithZone(""), nameHint{})
-	c := NameClass{Verified: f.verified, Generic: f.generic}
-	if f.verified && !f.generic {
-		c.Identity = strings.ToLower(strings.TrimSuffix(name, ".")[f.identAt:])
+	a = a.Unmap().WithZone("")
+	f := e.names.analyseName(name, &a, &nameHint{})
+	c := NameClass{Verified: f.verified(), Generic: f.generic()}
+	if f.keyed() {
+		at, end := f.identity()
+		c.Identity = strings.ToLower(name[at:end])
 	}
 	return c, nil
 }

@@ -18,7 +18,7 @@ func BenchmarkAnalyseName(b *testing.B) {
 	}
 	i := 0
 	for b.Loop() {
-		c.analyseName(names[i%len(names)], addrs[i%len(names)], nameHint{})
+		c.analyseName(names[i%len(names)], &addrs[i%len(names)], &nameHint{})
 		i++
 	}
 }

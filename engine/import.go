@@ -45,7 +45,7 @@ func (e *Engine) ImportNetwork(p netip.Prefix) (netip.Prefix, bool) {
 // engine's retry window or max age.
 func (e *Engine) ImportTripletRecord(now Time, t Imported) (rec []byte, expired bool) {
 	var kb keyBuf
-	buf, _, _ := e.appendTriplet(kb[:0], t.Network, "", t.Sender, t.Recipient)
+	buf, _, _ := e.appendTriplet(kb[:0], t.Network, "", false, t.Sender, t.Recipient)
 	k := xxhash.Sum64(buf)
 	en := entry{first: t.First, word: min(t.Retries, tombWord-1)}
 	if t.Passed {

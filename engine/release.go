@@ -111,7 +111,7 @@ func (e *Engine) clientKeyOf(network netip.Prefix) uint64 {
 // prepared makes req ready as a check would, for the calls below.
 func (e *Engine) prepared(req *Request) (*checkState, error) {
 	st := &checkState{}
-	e.prepare(req, st, nameHint{})
+	e.prepare(req, st, &nameHint{})
 	if st.err != nil {
 		return nil, st.err
 	}
@@ -150,7 +150,7 @@ func (e *Engine) Explain(now Time, req *Request) (Explanation, error) {
 	case live:
 		ex.State, ex.First, ex.Retries, ex.Expires = StatePending, en.born(), en.word, Time(e.p.deadline(en))
 	}
-	ex.Client = e.clientState(now, st.network)
+	ex.Client = e.clientState(now, e.clientNetOf(st))
 
 	if w := e.static.Load(); w != nil {
 		ex.Static = w.Explain(st.addr, req.ClientName, rcpt)

@@ -369,9 +369,9 @@ func (e *Engine) holds(conds []Cond, req *Request, st *checkState, buf []byte) b
 		var ok bool
 		switch c.Kind {
 		case CondNoName:
-			ok = !st.names.verified
+			ok = !st.names.verified()
 		case CondGenericName:
-			ok = st.names.verified && st.names.generic
+			ok = st.names.verified() && st.names.generic()
 		case CondBadHELO:
 			ok = badHELO(req.HELOName, st.addr)
 		case CondSASL:
