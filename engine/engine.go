@@ -342,7 +342,7 @@ func (e *Engine) prepare(req *Request, st *checkState, nameHash *nameHint) {
 		f := e.names.analyseName(req.ClientName, &st.addr, nameHash)
 		st.names = f
 		if f.keyed() && e.opts.Keys.Identity == IdentityName {
-			at, end := f.identity()
+			at, end := f.identity(nameHash)
 			ident, lower = req.ClientName[at:end], f&nameLower != 0
 			st.ident, st.nameAt = IdentName, uint8(at)
 		}

@@ -104,17 +104,15 @@ const (
 const maxNameLen = 253
 
 // nameFacts is what the client name says about the client, beyond the
-// lowercased name itself: flags, and for a verified, non-generic name
-// where its identity lies in it. One word, so that it travels in a
-// register from the cache to the key.
-type nameFacts uint32
+// lowercased name itself. Flags, in one word: where the identity lies in
+// the name comes from its nameHint (identity).
+type nameFacts uint8
 
 const (
 	nameVerified nameFacts = 1 << iota // a name Postfix confirmed: not "unknown", and a valid DNS name
 	nameGeneric                        // verified, but generic: the network stands for the client
 	nameLower                          // the identity is lowercase as it came: a key takes it as it is
-	nameAtShift  = 8                   // where the identity begins in the name
-	nameEndShift = 16                  // where it ends: a final dot left out
+	nameWhole                          // the identity is the whole name, not the name minus its first label
 )
 
 func (f nameFacts) verified() bool { return f&nameVerified != 0 }
@@ -123,9 +121,13 @@ func (f nameFacts) generic() bool  { return f&nameGeneric != 0 }
 // keyed reports whether the name gives the client an identity.
 func (f nameFacts) keyed() bool { return f&(nameVerified|nameGeneric) == nameVerified }
 
-// identity returns where the identity is in the name (name[at:end]).
-func (f nameFacts) identity() (at, end int) {
-	return int(f >> nameAtShift & 0xff), int(f >> nameEndShift & 0xff)
+// identity returns where the identity of a keyed name is in the name
+// (name[at:end]), given the hint analyseName read it with.
+func (f nameFacts) identity(h *nameHint) (at, end int) {
+	if f&nameWhole != 0 {
+		return 0, int(h.n)
+	}
+	return int(h.dot) + 1, int(h.n)
 }
 
 // suffixCache remembers, for the rest of a name after its first label,
@@ -536,8 +538,7 @@ func (c *suffixCache) hashName(name string) nameHint {
 func (c *suffixCache) hint(name string) nameHint {
 	h := c.hashName(name)
 	if h.label != 0 {
-		prefetchLine(uintptr(unsafe.Pointer(&c.lines[h.label&(suffixCacheLines-1)])))
-		prefetchLine(uintptr(unsafe.Pointer(&c.lines[h.rest&(suffixCacheLines-1)])))
+		prefetchLines(uintptr(unsafe.Pointer(&c.lines[h.label&(suffixCacheLines-1)])), uintptr(unsafe.Pointer(&c.lines[h.rest&(suffixCacheLines-1)])))
 	}
 	return h
 }
@@ -582,15 +583,16 @@ func lookupLabel(label string) uint64 {
 
 // analyseName decides what a client name says (nameFacts). addr is the
 // client's address, for the test of whether the name spells it; h holds
-// the name's hashes when hint has made them already. It allocates nothing
-// and, once its first label and rest are in the cache, reads the name
-// only to hash it.
+// the name's hashes when hint has made them already, and is filled in
+// when not. It allocates nothing and, once its first label and rest are
+// in the cache, reads the name only to hash it.
 func (c *suffixCache) analyseName(name string, addr *netip.Addr, hp *nameHint) nameFacts {
 	h := *hp
 	if h.label == 0 {
 		if h = c.hashName(name); h.label == 0 {
 			return oneLabel(name)
 		}
+		*hp = h
 	}
 	linfo, ok := c.get(h.label)
 	if !ok {
@@ -620,14 +622,13 @@ func (c *suffixCache) analyseName(name string, addr *netip.Addr, hp *nameHint) n
 		if c.nameInfo(name[:h.n])&restNone != 0 {
 			return nameVerified | nameGeneric
 		}
-		f = nameVerified | nameFacts(h.n)<<nameEndShift
+		f = nameVerified | nameWhole
 	case linfo&labelWord != 0:
 		return nameVerified | nameGeneric // the first label is in front of the registrable domain
+	case info&restLower != 0:
+		f = nameVerified | nameLower
 	default:
-		f = nameVerified | nameFacts(h.dot+1)<<nameAtShift | nameFacts(h.n)<<nameEndShift
-		if info&restLower != 0 {
-			f |= nameLower
-		}
+		f = nameVerified
 	}
 	// Most names of mail hosts have too few numbers to spell an address
 	// and no run of hex digits: told from the two facts alone. A label
@@ -838,10 +839,11 @@ func (e *Engine) ClassifyName(addr, name string) (NameClass, error) {
 		return NameClass{}, fmt.Errorf("%w: %q", ErrBadClientAddress, addr)
 	}
 	a = a.Unmap().WithZone("")
-	f := e.names.analyseName(name, &a, &nameHint{})
+	var h nameHint
+	f := e.names.analyseName(name, &a, &h)
 	c := NameClass{Verified: f.verified(), Generic: f.generic()}
 	if f.keyed() {
-		at, end := f.identity()
+		at, end := f.identity(&h)
 		c.Identity = strings.ToLower(name[at:end])
 	}
 	return c, nil

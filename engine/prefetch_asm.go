@@ -7,3 +7,8 @@ package engine
 //
 //go:noescape
 func prefetchLine(addr uintptr)
+
+// prefetchLines is prefetchLine for two lines, in one call.
+//
+//go:noescape
+func prefetchLines(a, b uintptr)

@@ -372,6 +372,29 @@ func TestExplain(t *testing.T) {
 	}
 }
 
+// TestExplainKeyedByName: for a client keyed by its name, the
+// explanation names the identity, and the client state is its network's,
+// where the auto-whitelist counts it, with the passes counted there.
+func TestExplainKeyedByName(t *testing.T) {
+	e := newTestEngine(t, func(o *Options) { o.Keys.Identity = IdentityName })
+	r := &Request{ClientAddr: "209.85.221.54", ClientName: "mail-wr1-f54.google.com", Sender: "alice@gmail.example", Recipient: "bob@example.test"}
+	var ch Changes
+	e.Check(t0, r, &ch)
+	if d, _ := e.Check(t0+400, r, &ch); d.Verdict != Pass {
+		t.Fatalf("retry: %+v", d)
+	}
+	ex, err := e.Explain(t0+400, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Identity != "name:google.com" || ex.State != StatePassed {
+		t.Errorf("explanation: %+v", ex)
+	}
+	if ex.Client.Network.String() != "209.85.221.0/24" || ex.Client.Count != 1 {
+		t.Errorf("client: %+v", ex.Client)
+	}
+}
+
 // TestRuleLifetime: a rule with a lifetime holds until it ends, then by
 // itself no more, in checks, listings and after replay in any order with
 // the rule's other records.
