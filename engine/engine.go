@@ -349,8 +349,9 @@ func (e *Engine) prepare(req *Request, st *checkState, nameHash *nameHint) {
 	}
 	// A client keyed by name needs its network only for the
 	// auto-whitelist, which few checks reach: made there (clientNetOf).
-	st.network = netip.Prefix{}
-	if st.ident != IdentName {
+	if st.ident == IdentName {
+		st.network = netip.Prefix{}
+	} else {
 		st.network = clientNet(st.addr, &e.opts.Keys)
 	}
 	buf, at, end := e.appendTriplet(st.kb[:0], st.network, ident, lower, req.Sender, req.Recipient)
