@@ -26,6 +26,19 @@ func BenchmarkCheckRealistic(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
+// BenchmarkCheckRealisticName is CheckRealistic in name mode, alone: for
+// counting the instructions name mode adds (under callgrind, against
+// CheckRealistic), where BenchmarkIdentityCost gives the time.
+func BenchmarkCheckRealisticName(b *testing.B) {
+	w := newRealistic(b, func(o *Options) { o.Keys.Identity = IdentityName })
+	var decide time.Duration
+	for b.Loop() {
+		decide += w.round(w.e, t0+800)
+	}
+	b.ReportMetric(float64(decide.Nanoseconds())/float64(b.N*realisticBatch), "ns/check")
+	b.ReportMetric(0, "ns/op")
+}
+
 // BenchmarkIdentityCost is CheckRealistic's workload on two engines, one
 // keying clients by network and one by name, a window to each in turn
 // (which goes first alternating), so that a loaded machine slows both
