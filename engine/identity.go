@@ -149,19 +149,22 @@ func (f nameFacts) identity(h *nameHint) (at, end int) {
 // rewritten by another check sees the mismatch and looks the rest up
 // again.
 type suffixCache struct {
-	sets   [suffixSets][2 * suffixWays]atomic.Uint64
-	victim atomic.Uint32 // which slot of a full set a fill takes, in turn; an empty one first
+	sets [suffixSets][2 * suffixWays]atomic.Uint64
 	// seed keys the cache's hashes: a slot is found by its 64-bit hash
 	// alone, so a name made to collide with another's rest would take
-	// that rest's facts. Random, the seed leaves no hash to aim at.
-	seed uint64
+	// that rest's facts. Random, the seed leaves no hash to aim at. Read
+	// by every check, it has a line of its own, away from victim, which
+	// every fill writes.
+	seed   uint64
+	_      [56]byte
+	victim atomic.Uint32 // which slot of a full set a fill takes, in turn; an empty one first
 }
 
 func newSuffixCache() *suffixCache { return &suffixCache{seed: rand.Uint64()} }
 
 // 1,024 sets of eight, 128 KiB: the rests a large MX hears from in a day.
-// The cache is allocated alone, as a large object, so a set begins on a
-// page and its two lines are one aligned pair.
+// The cache is allocated alone, as a large object, so the table begins on
+// a page and each set is an aligned pair of lines.
 const (
 	suffixSets = 1 << 10
 	suffixWays = 8
@@ -520,7 +523,8 @@ const labelSeed = 0x5bd1e9955bd1e995
 // hashName splits name at its first dot and hashes the two parts as the
 // cache keeps them. A name without a dot, with an empty first label, or
 // too long, gets no hashes: analyseName reads it whole. The hash is
-// XXH3, whose short-input path is inlined Go: it is made twice a check.
+// seeded XXH3, which reads a short input in a few dozen instructions: it
+// is made twice a check.
 func (c *suffixCache) hashName(name string) nameHint {
 	n := len(name)
 	if n > 0 && name[n-1] == '.' {
