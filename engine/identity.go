@@ -138,16 +138,17 @@ func (f nameFacts) identity(h *nameHint) (at, end int) {
 // reading a whole name byte by byte; the rests of the names that send
 // mail repeat (google.com, outbound.protection.outlook.com,
 // hsd1.ca.comcast.net), and so do first labels (mx1, mail, smtp-out), so
-// a small table of them leaves a check two lookups. The table is a set of
-// eight slots, two cache lines, for each hash: the first line holds all
-// of nearly every set (a table of 1,000 entries has one set in 240 with
-// more than four), and eight ways keep the rests that land on one set
-// from pushing each other out (with four to a line, one seed in four of
-// the cache's hash had a thousand rests evict each other on some line,
-// costing up to 0.5% of the checks a lookup in the list). A slot is two words: the hash, then the facts with the
-// hash's top 16 bits above them, so a reader that meets a slot half
-// rewritten by another check sees the mismatch and looks the rest up
-// again.
+// a small table of them leaves a check two lookups.
+//
+// The table is a set of eight slots, two cache lines, for each hash. The
+// first line holds the whole of nearly every set (a table of 1,000
+// entries has one set in 240 with more than four), and eight ways keep
+// the entries that land on one set from pushing each other out: with four
+// to a line, one seed in four put five of BenchmarkIdentityCost's 1,037
+// on some line, and up to 0.5% of the checks then went to the list again.
+// A slot is two words: the hash, then the facts with the hash's top 16
+// bits above them, so a reader that meets a slot half rewritten by
+// another check sees the mismatch and looks the rest up again.
 type suffixCache struct {
 	sets [suffixSets][2 * suffixWays]atomic.Uint64
 	// seed keys the cache's hashes: a slot is found by its 64-bit hash
