@@ -1,33 +1,15 @@
 package store
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/greyhold/greyhold/engine"
+	"github.com/greyhold/greyhold/internal/testutil"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // A clock outside the plausible range (a host up at 1970 or 2000 before
 // NTP, issue 9, defect 7) makes every check fail open with ErrClock and
@@ -36,7 +18,7 @@ func (b *lockedBuffer) String() string {
 func TestImplausibleClock(t *testing.T) {
 	clock := engine.NewManualClock(t0)
 	o := testOptions(clock)
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	o.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	s := mustOpen(t, t.TempDir(), o)
 	defer s.Close()

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/greyhold/greyhold/internal/testutil"
 )
 
 // manualTimer is armed by the Limiter and fired by the test.
@@ -181,7 +183,7 @@ func TestKeptAttributesAreCopied(t *testing.T) {
 // arrives at the interval's end, which the test waits for by reading the
 // output, not by sleeping.
 func TestRealTimer(t *testing.T) {
-	out := &lockedBuffer{}
+	out := &testutil.SyncBuffer{}
 	l := New(slog.New(slog.NewTextHandler(out, nil)), slog.LevelWarn, "burst", 20*time.Millisecond)
 	for range 100 {
 		l.Log("k", "v")
@@ -197,7 +199,7 @@ func TestRealTimer(t *testing.T) {
 }
 
 func TestConcurrent(t *testing.T) {
-	out := &lockedBuffer{}
+	out := &testutil.SyncBuffer{}
 	l := New(slog.New(slog.NewTextHandler(out, nil)), slog.LevelWarn, "m", time.Hour)
 	var wg sync.WaitGroup
 	for range 8 {
@@ -215,21 +217,4 @@ func TestConcurrent(t *testing.T) {
 	if len(lines) != 2 || !strings.Contains(lines[1], "repeated=7999") || l.Total() != 8000 {
 		t.Errorf("total %d, lines %q", l.Total(), lines)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
